@@ -1,0 +1,60 @@
+/**
+ * One error type for everything superglobal rejects, so callers can tell our errors (bad input,
+ * bad file, bad argument) from bugs. The message always names the input it is about.
+ */
+export type ErrorCode =
+  | "INVALID_ARGUMENT" // a public argument has the wrong type or value
+  | "BAD_FILE" // a file exists but its content is not what it should be
+  | "NOT_FOUND" // a file, key or id that must exist does not
+  | "BAD_IMAGE" // an image could not be decoded, or is unusable
+  | "UNSUPPORTED"; // valid input that we do not handle (yet)
+
+export class SuperglobalError extends Error {
+  readonly code: ErrorCode;
+  /** The file, argument or item the error is about. */
+  readonly input: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { input?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "SuperglobalError";
+    this.code = code;
+    this.input = options?.input;
+  }
+}
+
+/** Throws INVALID_ARGUMENT in the uniform style: "Expected <what> for <name> but received <value>". */
+export function invalidArgument(name: string, expected: string, actual: unknown): never {
+  throw new SuperglobalError(
+    "INVALID_ARGUMENT",
+    `Expected ${expected} for ${name} but received ${describe(actual)}`,
+    { input: name },
+  );
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (ArrayBuffer.isView(value)) return `${value.constructor.name} of ${value.byteLength} bytes`;
+  if (value === null) return "null";
+  if (typeof value === "object") return "an object";
+  return `${typeof value} ${String(value)}`;
+}
+
+export function assertInteger(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    invalidArgument(name, `an integer between ${min} and ${max}`, value);
+  }
+  return value;
+}
+
+export function assertNumber(name: string, value: unknown, min = -Infinity, max = Infinity): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
+    invalidArgument(name, `a finite number between ${min} and ${max}`, value);
+  }
+  return value;
+}
+
+export function assertOneOf<T>(name: string, value: unknown, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T)) invalidArgument(name, `one of ${allowed.join(", ")}`, value);
+  return value as T;
+}

@@ -1,0 +1,225 @@
+/**
+ * NumPy `.npy` files (format versions 1-3, little-endian, C order): the exchange format of the
+ * CLI and of the golden fixtures. Reads go through a file descriptor in chunks, so matrices larger
+ * than Node's 2 GiB readFileSync limit load too.
+ */
+import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { SuperglobalError } from "../errors.ts";
+
+export type NpyDtype = "float32" | "float64" | "int32" | "int64" | "uint8";
+export type NpyData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+
+export interface NpyArray<T extends NpyData = NpyData> {
+  dtype: NpyDtype;
+  shape: number[];
+  data: T;
+}
+
+const DESCR: Record<string, NpyDtype> = {
+  "<f4": "float32",
+  "<f8": "float64",
+  "<i4": "int32",
+  "<i8": "int64",
+  "|u1": "uint8",
+  "<u1": "uint8",
+};
+const DESCR_OF: Record<NpyDtype, string> = {
+  float32: "<f4",
+  float64: "<f8",
+  int32: "<i4",
+  int64: "<i8",
+  uint8: "|u1",
+};
+const BYTES: Record<NpyDtype, number> = { float32: 4, float64: 8, int32: 4, int64: 8, uint8: 1 };
+const MAGIC = "\x93NUMPY";
+const CHUNK = 1 << 26; // 64 MiB per read
+
+function allocate(dtype: NpyDtype, length: number): NpyData {
+  switch (dtype) {
+    case "float32":
+      return new Float32Array(length);
+    case "float64":
+      return new Float64Array(length);
+    case "int32":
+      return new Int32Array(length);
+    case "int64":
+      return new BigInt64Array(length);
+    case "uint8":
+      return new Uint8Array(length);
+  }
+}
+
+function dtypeOf(data: NpyData): NpyDtype {
+  if (data instanceof Float32Array) return "float32";
+  if (data instanceof Float64Array) return "float64";
+  if (data instanceof Int32Array) return "int32";
+  if (data instanceof BigInt64Array) return "int64";
+  return "uint8";
+}
+
+/** Parses the header dict, e.g. `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`. */
+function parseHeader(text: string, path: string): { dtype: NpyDtype; shape: number[] } {
+  const descr = /'descr':\s*'([^']+)'/.exec(text)?.[1];
+  const fortran = /'fortran_order':\s*(True|False)/.exec(text)?.[1];
+  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(text)?.[1];
+  if (descr === undefined || fortran === undefined || shapeText === undefined) {
+    throw new SuperglobalError("BAD_FILE", `${path}: not a valid .npy header`, { input: path });
+  }
+  const dtype = DESCR[descr];
+  if (dtype === undefined) {
+    throw new SuperglobalError(
+      "UNSUPPORTED",
+      `${path}: dtype ${descr} is not supported (float32, float64, int32, int64, uint8)`,
+      { input: path },
+    );
+  }
+  if (fortran === "True") {
+    throw new SuperglobalError("UNSUPPORTED", `${path}: Fortran-order arrays are not supported`, {
+      input: path,
+    });
+  }
+  const shape = shapeText
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map(Number);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new SuperglobalError("BAD_FILE", `${path}: bad shape (${shapeText})`, { input: path });
+  }
+  return { dtype, shape };
+}
+
+function readFully(fd: number, target: Uint8Array, position: number, path: string): void {
+  let done = 0;
+  while (done < target.length) {
+    const want = Math.min(CHUNK, target.length - done);
+    const got = readSync(fd, target, done, want, position + done);
+    if (got === 0) {
+      throw new SuperglobalError("BAD_FILE", `${path}: file is truncated`, { input: path });
+    }
+    done += got;
+  }
+}
+
+/** Reads a whole `.npy` file. */
+export function readNpy(path: string): NpyArray {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (cause) {
+    throw new SuperglobalError("NOT_FOUND", `${path}: cannot open (${(cause as Error).message})`, {
+      input: path,
+      cause,
+    });
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const pre = new Uint8Array(12);
+    if (size < 10) throw new SuperglobalError("BAD_FILE", `${path}: not a .npy file`, { input: path });
+    readFully(fd, pre.subarray(0, Math.min(12, size)), 0, path);
+    if (Buffer.from(pre.subarray(0, 6)).toString("latin1") !== MAGIC) {
+      throw new SuperglobalError("BAD_FILE", `${path}: not a .npy file (bad magic)`, { input: path });
+    }
+    const major = pre[6]!;
+    const view = new DataView(pre.buffer);
+    const headerLen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+    const headerStart = major === 1 ? 10 : 12;
+    const header = new Uint8Array(headerLen);
+    readFully(fd, header, headerStart, path);
+    const { dtype, shape } = parseHeader(Buffer.from(header).toString("latin1"), path);
+    const length = shape.reduce((a, b) => a * b, 1);
+    const dataStart = headerStart + headerLen;
+    const bytes = length * BYTES[dtype];
+    if (size - dataStart < bytes) {
+      throw new SuperglobalError(
+        "BAD_FILE",
+        `${path}: file is truncated (${size - dataStart} of ${bytes} data bytes)`,
+        { input: path },
+      );
+    }
+    const data = allocate(dtype, length);
+    readFully(fd, new Uint8Array(data.buffer, data.byteOffset, bytes), dataStart, path);
+    return { dtype, shape, data };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads a 2-D `.npy` matrix as float32 (float64 files are converted), checking its rank. */
+export function readMatrixF32(path: string): { rows: number; cols: number; data: Float32Array } {
+  const arr = readNpy(path);
+  if (arr.shape.length !== 2) {
+    throw new SuperglobalError(
+      "BAD_FILE",
+      `${path}: expected a 2-D matrix but the array has shape (${arr.shape.join(", ")})`,
+      { input: path },
+    );
+  }
+  const [rows, cols] = arr.shape as [number, number];
+  if (arr.data instanceof Float32Array) return { rows, cols, data: arr.data };
+  if (arr.data instanceof Float64Array) return { rows, cols, data: Float32Array.from(arr.data) };
+  throw new SuperglobalError("BAD_FILE", `${path}: expected float32 or float64 but found ${arr.dtype}`, {
+    input: path,
+  });
+}
+
+/** Reads a 2-D integer `.npy` matrix (int32 or int64) as int32. */
+export function readMatrixI32(path: string): { rows: number; cols: number; data: Int32Array } {
+  const arr = readNpy(path);
+  if (arr.shape.length !== 2) {
+    throw new SuperglobalError(
+      "BAD_FILE",
+      `${path}: expected a 2-D matrix but the array has shape (${arr.shape.join(", ")})`,
+      { input: path },
+    );
+  }
+  const [rows, cols] = arr.shape as [number, number];
+  if (arr.data instanceof Int32Array) return { rows, cols, data: arr.data };
+  if (arr.data instanceof BigInt64Array) {
+    const out = new Int32Array(arr.data.length);
+    for (let i = 0; i < out.length; i++) out[i] = Number(arr.data[i]);
+    return { rows, cols, data: out };
+  }
+  throw new SuperglobalError("BAD_FILE", `${path}: expected int32 or int64 but found ${arr.dtype}`, {
+    input: path,
+  });
+}
+
+function headerBytes(dtype: NpyDtype, shape: number[]): Buffer {
+  const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
+  let dict = `{'descr': '${DESCR_OF[dtype]}', 'fortran_order': False, 'shape': ${shapeText}, }`;
+  // Version 1.0: 10-byte preamble, header padded with spaces so the data starts on 64 bytes.
+  const total = Math.ceil((10 + dict.length + 1) / 64) * 64;
+  dict = `${dict}${" ".repeat(total - 10 - dict.length - 1)}\n`;
+  const out = Buffer.alloc(total);
+  out.write(MAGIC, 0, "latin1");
+  out[6] = 1;
+  out[7] = 0;
+  out.writeUInt16LE(dict.length, 8);
+  out.write(dict, 10, "latin1");
+  return out;
+}
+
+/** Writes `data` with the given shape as a `.npy` file (written in chunks, any size). */
+export function writeNpy(path: string, data: NpyData, shape: number[]): void {
+  const length = shape.reduce((a, b) => a * b, 1);
+  if (length !== data.length) {
+    throw new SuperglobalError(
+      "INVALID_ARGUMENT",
+      `${path}: shape (${shape.join(", ")}) does not match ${data.length} elements`,
+      { input: path },
+    );
+  }
+  const fd = openSync(path, "w");
+  try {
+    writeSync(fd, headerBytes(dtypeOf(data), shape));
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    for (let off = 0; off < bytes.length; off += CHUNK) {
+      const part = bytes.subarray(off, Math.min(off + CHUNK, bytes.length));
+      let written = 0;
+      while (written < part.length) written += writeSync(fd, part, written);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
