@@ -32,7 +32,8 @@ export function invalidArgument(name: string, expected: string, actual: unknown)
 }
 
 function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === "string")
+    return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
   if (Array.isArray(value)) return `an array of length ${value.length}`;
   if (ArrayBuffer.isView(value)) return `${value.constructor.name} of ${value.byteLength} bytes`;
   if (value === null) return "null";
@@ -40,14 +41,24 @@ function describe(value: unknown): string {
   return `${typeof value} ${String(value)}`;
 }
 
-export function assertInteger(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+export function assertInteger(
+  name: string,
+  value: unknown,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
     invalidArgument(name, `an integer between ${min} and ${max}`, value);
   }
   return value;
 }
 
-export function assertNumber(name: string, value: unknown, min = -Infinity, max = Infinity): number {
+export function assertNumber(
+  name: string,
+  value: unknown,
+  min = -Infinity,
+  max = Infinity,
+): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
     invalidArgument(name, `a finite number between ${min} and ${max}`, value);
   }

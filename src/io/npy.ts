@@ -115,10 +115,13 @@ export function readNpy(path: string): NpyArray {
   try {
     const size = fstatSync(fd).size;
     const pre = new Uint8Array(12);
-    if (size < 10) throw new SuperglobalError("BAD_FILE", `${path}: not a .npy file`, { input: path });
+    if (size < 10)
+      throw new SuperglobalError("BAD_FILE", `${path}: not a .npy file`, { input: path });
     readFully(fd, pre.subarray(0, Math.min(12, size)), 0, path);
     if (Buffer.from(pre.subarray(0, 6)).toString("latin1") !== MAGIC) {
-      throw new SuperglobalError("BAD_FILE", `${path}: not a .npy file (bad magic)`, { input: path });
+      throw new SuperglobalError("BAD_FILE", `${path}: not a .npy file (bad magic)`, {
+        input: path,
+      });
     }
     const major = pre[6]!;
     const view = new DataView(pre.buffer);
@@ -158,9 +161,13 @@ export function readMatrixF32(path: string): { rows: number; cols: number; data:
   const [rows, cols] = arr.shape as [number, number];
   if (arr.data instanceof Float32Array) return { rows, cols, data: arr.data };
   if (arr.data instanceof Float64Array) return { rows, cols, data: Float32Array.from(arr.data) };
-  throw new SuperglobalError("BAD_FILE", `${path}: expected float32 or float64 but found ${arr.dtype}`, {
-    input: path,
-  });
+  throw new SuperglobalError(
+    "BAD_FILE",
+    `${path}: expected float32 or float64 but found ${arr.dtype}`,
+    {
+      input: path,
+    },
+  );
 }
 
 /** Reads a 2-D integer `.npy` matrix (int32 or int64) as int32. */
@@ -180,9 +187,13 @@ export function readMatrixI32(path: string): { rows: number; cols: number; data:
     for (let i = 0; i < out.length; i++) out[i] = Number(arr.data[i]);
     return { rows, cols, data: out };
   }
-  throw new SuperglobalError("BAD_FILE", `${path}: expected int32 or int64 but found ${arr.dtype}`, {
-    input: path,
-  });
+  throw new SuperglobalError(
+    "BAD_FILE",
+    `${path}: expected int32 or int64 but found ${arr.dtype}`,
+    {
+      input: path,
+    },
+  );
 }
 
 function headerBytes(dtype: NpyDtype, shape: number[]): Buffer {

@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+/**
+ * The `superglobal` command line. Each subcommand lives in its own module under commands/ and
+ * registers itself on the program; this file only wires them together.
+ */
+import { Command } from "commander";
+import { SuperglobalError } from "../errors.ts";
+
+const program = new Command()
+  .name("superglobal")
+  .description("SuperGlobal image retrieval: descriptors, search, reranking and evaluation")
+  .showHelpAfterError();
+
+// Subcommands register here, one line each, in pipeline order.
+const commands: Array<(program: Command) => void> = [];
+
+for (const register of commands) register(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  // Our own errors are user-facing: print the message alone. Anything else is a bug: full stack.
+  if (error instanceof SuperglobalError) {
+    process.stderr.write(`superglobal: ${error.message}\n`);
+  } else {
+    process.stderr.write(
+      `superglobal: unexpected error\n${(error as Error).stack ?? String(error)}\n`,
+    );
+  }
+  process.exitCode = 1;
+}
