@@ -16,7 +16,7 @@ export interface Machine {
 }
 
 export function machine(): Machine {
-  let os = process.platform;
+  let os: string = process.platform;
   try {
     os = execFileSync("uname", ["-sr"], { encoding: "utf8" }).trim();
   } catch {
