@@ -5,6 +5,7 @@
  */
 import { Command } from "commander";
 import { SuperglobalError } from "../errors.ts";
+import { register as registerEval } from "./commands/eval-ranks.ts";
 
 const program = new Command()
   .name("superglobal")
@@ -12,7 +13,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // Subcommands register here, one line each, in pipeline order.
-const commands: Array<(program: Command) => void> = [];
+const commands: Array<(program: Command) => void> = [registerEval];
 
 for (const register of commands) register(program);
 
