@@ -5,7 +5,9 @@
  */
 import { Command } from "commander";
 import { SuperglobalError } from "../errors.ts";
-import { register as registerEval } from "./commands/eval-ranks.ts";
+import { register as registerEval } from "./commands/eval.ts";
+import { register as registerRerank } from "./commands/rerank.ts";
+import { register as registerSearch } from "./commands/search.ts";
 
 const program = new Command()
   .name("superglobal")
@@ -13,7 +15,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // Subcommands register here, one line each, in pipeline order.
-const commands: Array<(program: Command) => void> = [registerEval];
+const commands: Array<(program: Command) => void> = [registerSearch, registerRerank, registerEval];
 
 for (const register of commands) register(program);
 

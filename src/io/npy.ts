@@ -101,8 +101,14 @@ function readFully(fd: number, target: Uint8Array, position: number, path: strin
   }
 }
 
-/** Reads a whole `.npy` file. */
-export function readNpy(path: string): NpyArray {
+/** Opens a `.npy` file and parses its header; the caller reads the data and closes `fd`. */
+function openNpy(path: string): {
+  fd: number;
+  dtype: NpyDtype;
+  shape: number[];
+  dataStart: number;
+  size: number;
+} {
   let fd: number;
   try {
     fd = openSync(path, "r");
@@ -140,9 +146,87 @@ export function readNpy(path: string): NpyArray {
         { input: path },
       );
     }
-    const data = allocate(dtype, length);
-    readFully(fd, new Uint8Array(data.buffer, data.byteOffset, bytes), dataStart, path);
+    return { fd, dtype, shape, dataStart, size };
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+}
+
+/** Reads a whole `.npy` file. */
+export function readNpy(path: string): NpyArray {
+  const { fd, dtype, shape, dataStart } = openNpy(path);
+  try {
+    const data = allocate(
+      dtype,
+      shape.reduce((a, b) => a * b, 1),
+    );
+    readFully(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), dataStart, path);
     return { dtype, shape, data };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The shape and dtype of a `.npy` file, without reading its data. */
+export function npyInfo(path: string): { dtype: NpyDtype; shape: number[] } {
+  const { fd, dtype, shape } = openNpy(path);
+  closeSync(fd);
+  return { dtype, shape };
+}
+
+/**
+ * Reads a float32/float64 `.npy` matrix straight into `target` starting at `offset` (float64 is
+ * narrowed chunk by chunk), so a huge matrix can land in a larger preallocated one without a copy.
+ * Returns the number of rows read.
+ */
+export function readMatrixF32Into(
+  path: string,
+  target: Float32Array,
+  offset: number,
+  cols: number,
+): number {
+  const { fd, dtype, shape, dataStart } = openNpy(path);
+  try {
+    if (shape.length !== 2 || shape[1] !== cols) {
+      throw new SuperglobalError(
+        "BAD_FILE",
+        `${path}: expected a [rows, ${cols}] matrix but found (${shape.join(", ")})`,
+        {
+          input: path,
+        },
+      );
+    }
+    const length = shape[0]! * cols;
+    if (offset + length > target.length) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        `${path}: ${shape[0]} rows do not fit the target`,
+        { input: path },
+      );
+    }
+    if (dtype === "float32") {
+      readFully(
+        fd,
+        new Uint8Array(target.buffer, target.byteOffset + offset * 4, length * 4),
+        dataStart,
+        path,
+      );
+    } else if (dtype === "float64") {
+      const chunk = new Float64Array(CHUNK / 8);
+      for (let done = 0; done < length; done += chunk.length) {
+        const part = chunk.subarray(0, Math.min(chunk.length, length - done));
+        readFully(fd, new Uint8Array(part.buffer, 0, part.length * 8), dataStart + done * 8, path);
+        target.set(part, offset + done);
+      }
+    } else {
+      throw new SuperglobalError(
+        "BAD_FILE",
+        `${path}: expected float32 or float64 but found ${dtype}`,
+        { input: path },
+      );
+    }
+    return shape[0]!;
   } finally {
     closeSync(fd);
   }

@@ -3,7 +3,6 @@
  * ranking computed elsewhere. The ranks are int32/int64 [nq, N], query-major (row q = database
  * ids for query q, best first).
  */
-import type { Command } from "commander";
 import { SuperglobalError } from "../../errors.ts";
 import { readGroundTruth } from "../../eval/ground-truth.ts";
 import { formatRevisitopTable, revisitopJson } from "../../eval/report.ts";
@@ -52,29 +51,4 @@ export function runEvalRanks(
   if (cols > dbSize) ranked += ` (${dbSize} dataset + ${cols - dbSize} distractors)`;
   write(`${name}: ${rows} queries, ${ranked}\n`);
   write(formatRevisitopTable(results));
-}
-
-/** Registers `eval` with the ranking-file form (--gnd, --ranks, --json). */
-export function register(program: Command): void {
-  program
-    .command("eval")
-    .description(
-      "Revisited Oxford/Paris evaluation (revisitop protocol): mAP and mP@1/5/10 for Easy, Medium and Hard",
-    )
-    .option("--gnd <file>", "ground truth gnd_<dataset>.pkl (or its .json twin)")
-    .option("--ranks <file>", "ranking .npy, int32/int64 [nq, N], query-major, best first")
-    .option("--json", "print unrounded fractions as JSON instead of the table")
-    .action((opts: { gnd?: string; ranks?: string; json?: boolean }) => {
-      for (const [flag, value] of [
-        ["--gnd", opts.gnd],
-        ["--ranks", opts.ranks],
-      ] as const) {
-        if (value === undefined) {
-          throw new SuperglobalError("INVALID_ARGUMENT", `eval: ${flag} <file> is required`, {
-            input: flag,
-          });
-        }
-      }
-      runEvalRanks({ gnd: opts.gnd!, ranks: opts.ranks!, json: opts.json === true });
-    });
 }
