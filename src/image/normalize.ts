@@ -1,0 +1,48 @@
+/**
+ * The official input normalisation (`_prepare_im` + `color_norm`, spec §2.3): HWC BGR uint8 →
+ * CHW float32, `(x / 255 − mean) / std` per channel, in BGR order, in float32 arithmetic.
+ */
+import type { BgrImage } from "./decode.ts";
+
+/** A 3-channel CHW float32 tensor (batch 1 implied). */
+export interface ImageTensor {
+  data: Float32Array;
+  height: number;
+  width: number;
+}
+
+/** ImageNet statistics in BGR order, as the official code lists them. */
+export const BGR_MEAN = [0.406, 0.456, 0.485] as const;
+export const BGR_STD = [0.225, 0.224, 0.229] as const;
+
+/**
+ * Each float32 numpy step is emulated with Math.fround (one double operation rounded to float32
+ * equals the float32 operation for + − ×  ÷), so the result is bit-exact. There are only 256
+ * inputs per channel, so a lookup table does the work.
+ */
+export function toInputTensor(image: BgrImage): ImageTensor {
+  const { width, height, data } = image;
+  const plane = width * height;
+  const out = new Float32Array(plane * 3);
+  for (let c = 0; c < 3; c++) {
+    const table = channelTable(c);
+    const base = c * plane;
+    for (let i = 0, s = c; i < plane; i++, s += 3) out[base + i] = table[data[s]];
+  }
+  return { data: out, height, width };
+}
+
+const f32 = Math.fround;
+const tables: Float32Array[] = [];
+
+function channelTable(c: number): Float32Array {
+  let table = tables[c];
+  if (table === undefined) {
+    table = new Float32Array(256);
+    const mean = f32(BGR_MEAN[c]);
+    const std = f32(BGR_STD[c]);
+    for (let v = 0; v < 256; v++) table[v] = f32(f32(f32(v / 255) - mean) / std);
+    tables[c] = table;
+  }
+  return table;
+}
