@@ -21,6 +21,7 @@ export class OnnxGraph {
   private readonly initializers: InstanceType<typeof onnx.TensorProto>[] = [];
   private readonly inputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];
   private readonly outputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];
+  private readonly metadataProps: { key: string; value: string }[] = [];
   private counter = 0;
 
   constructor(private readonly name: string) {}
@@ -93,12 +94,18 @@ export class OnnxGraph {
     return outs;
   }
 
+  /** A key/value stored in the model's metadata_props (read back with `readMetadata`). */
+  metadata(key: string, value: string): void {
+    this.metadataProps.push({ key, value });
+  }
+
   /** Serialises the model (ONNX protobuf bytes, loadable by onnxruntime). */
   encode(): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: "superglobal",
       opsetImport: [{ domain: "", version: OPSET }],
+      metadataProps: this.metadataProps,
       graph: onnx.GraphProto.create({
         name: this.name,
         node: this.nodes,
@@ -109,6 +116,17 @@ export class OnnxGraph {
     });
     return onnx.ModelProto.encode(model).finish();
   }
+}
+
+/**
+ * The metadata_props of serialised model bytes, so a saved model can say what it is. Decoding
+ * does not copy the weights (protobufjs returns views for bytes fields).
+ */
+export function readMetadata(model: Uint8Array): Record<string, string> {
+  const decoded = onnx.ModelProto.decode(model);
+  const out: Record<string, string> = {};
+  for (const { key, value } of decoded.metadataProps) out[key ?? ""] = value ?? "";
+  return out;
 }
 
 function checkLength(name: string, dims: number[], length: number): void {
