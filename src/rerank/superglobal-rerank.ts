@@ -1,0 +1,455 @@
+/**
+ * SuperGlobal reranking (spec §5): Top-M descriptor augmentation (MDescAug) followed by
+ * reranking with max-pooled query expansion (RerankwMDA), computed as the official modules do,
+ * one query at a time (no M×10×D temporaries).
+ *
+ * Per query, with T the first M_eff = min(M, n) candidates (descriptors g_1..g_M, best first):
+ *  1. A = G·Gᵀ; for each row b its K_eff = min(K+1, M_eff) largest entries s_b (neighbours nn_b,
+ *     usually b itself first), weights w_0 = 1 (forced), w_k = beta·s_b[k];
+ *     g'_b = Σ w_k g_{nn_b[k]} / Σ w_k (not renormalised); r_b = q·g'_b; o1 = argsort(-r).
+ *  2. m = elementwise max of g'_{o1[0..K_eff-1]}; score_j = (r[o1[j]] + m·g'_{o1[j]}) / 2;
+ *     o2 = argsort(-score); the result is T[o1][o2] followed by the untouched tail (positions ≥ M).
+ * All sorts are stable (equal values keep the earlier position), where the official code's
+ * unstable GPU sorts may break exact ties either way. Everything after the Gram matrix is float64.
+ * Since g'_b is a weighted mean, v·g'_b = Σ_k w_k·(v·g_{nn_k}) / Σw: r and the stage-2 products
+ * come from m dot products each, and only the kSelf refined descriptors that m needs are built.
+ *
+ * The Gram matrix comes from onnxruntime in float32 by default. Its rounding must not change
+ * which neighbours are picked, so every entry that could belong to a row's top K_eff within the
+ * float32 error bound is recomputed in float64 and the selection is made on those values; the
+ * neighbour sets and weights are then those of a float64 computation.
+ */
+import {
+  assertInteger,
+  assertNumber,
+  assertOneOf,
+  invalidArgument,
+  SuperglobalError,
+} from "../errors.ts";
+import { argsortDesc } from "../index/topk.ts";
+import { gramFloat64, OnnxGram } from "./gram.ts";
+
+/** Descriptors may be float32 (as stored) or float64 (e.g. exact test vectors). */
+export type Vectors = Float32Array | Float64Array;
+
+/** A dense row-major matrix of descriptors. */
+export interface VectorMatrix {
+  data: Vectors;
+  rows: number;
+  cols: number;
+}
+
+export interface SuperGlobalRerankOptions {
+  /** Size of the reranked head (default 400). */
+  M?: number;
+  /** Neighbours besides the item itself (default 9; the official code uses K+1 = 10). */
+  K?: number;
+  /** Weight factor of the neighbours (default 0.15). */
+  beta?: number;
+  /** onnxruntime threads for the Gram matrix; defaults to all cores. */
+  threads?: number;
+  /** "onnx": float32 Gram by onnxruntime, refined in float64 (default); "float64": plain TS. */
+  gram?: "onnx" | "float64";
+}
+
+/** A candidate list from any source: ids best first, and the descriptors of (at least) the head. */
+export interface Candidates {
+  ids: Int32Array | readonly number[];
+  /** Row-major descriptors of the first rows of `ids`: at least min(M, n) rows, at most n. */
+  descriptors: Vectors;
+}
+
+export interface RerankResult {
+  /** The n ids: the reranked head, then the tail in its original order. */
+  ids: Int32Array;
+  /** Length of the reranked head, min(M, n). */
+  head: number;
+  /** r_b = q·g'_b for each head candidate, in the input order (the official res_top1000_dba). */
+  refinedScores: Float64Array;
+  /** The stage-2 scores of the head, in output order (non-increasing). */
+  scores: Float64Array;
+}
+
+export interface Int32Matrix {
+  data: Int32Array;
+  rows: number;
+  cols: number;
+}
+
+export interface RerankRanksResult {
+  /** [nq, cols] reranked ids, query-major. */
+  ranks: Int32Array;
+  rows: number;
+  cols: number;
+  /** Length of the reranked head, min(M, cols). */
+  head: number;
+  /** [nq, head] r values per query, in the input order of each head. */
+  refinedScores: Float64Array;
+}
+
+interface HeadResult {
+  order: Int32Array;
+  refined: Float64Array;
+  scores: Float64Array;
+}
+
+/**
+ * Relative rounding bound of a float32 dot product of length d, |err| ≤ γ_d·Σ|a_i·b_i| ≤
+ * γ_d·‖a‖·‖b‖, plus the rounding of float64 inputs to float32 (3u) where that happens.
+ */
+function float32DotBound(d: number, roundedInputs: boolean): number {
+  const u = 2 ** -24;
+  const gamma = (d * u) / (1 - d * u);
+  return 2 * (gamma + (roundedInputs ? 3 * u : 0)); // twice the bound, as a margin
+}
+
+function isVectors(value: unknown): value is Vectors {
+  return value instanceof Float32Array || value instanceof Float64Array;
+}
+
+function checkVectorMatrix(name: string, m: VectorMatrix): void {
+  if (m === null || typeof m !== "object" || !isVectors(m.data)) {
+    invalidArgument(name, "a matrix { data: Float32Array | Float64Array, rows, cols }", m);
+  }
+  assertInteger(`${name}.rows`, m.rows, 0);
+  assertInteger(`${name}.cols`, m.cols, 1);
+  if (m.data.length !== m.rows * m.cols) {
+    throw new SuperglobalError(
+      "INVALID_ARGUMENT",
+      `${name}.data has ${m.data.length} values but ${name} is ${m.rows}×${m.cols} (${m.rows * m.cols})`,
+      { input: name },
+    );
+  }
+}
+
+/** g_b·g_c in float64 (rows of one matrix). */
+function dotRows(g: Vectors, bo: number, co: number, d: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = 0;
+  for (; i + 3 < d; i += 4) {
+    s0 += g[bo + i]! * g[co + i]!;
+    s1 += g[bo + i + 1]! * g[co + i + 1]!;
+    s2 += g[bo + i + 2]! * g[co + i + 2]!;
+    s3 += g[bo + i + 3]! * g[co + i + 3]!;
+  }
+  for (; i < d; i++) s0 += g[bo + i]! * g[co + i]!;
+  return s0 + s1 + (s2 + s3);
+}
+
+/** v·g_c in float64, for a float64 vector v (kept apart from dotRows so each stays monomorphic). */
+function dotVector(v: Float64Array, g: Vectors, go: number, d: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = 0;
+  for (; i + 3 < d; i += 4) {
+    s0 += v[i]! * g[go + i]!;
+    s1 += v[i + 1]! * g[go + i + 1]!;
+    s2 += v[i + 2]! * g[go + i + 2]!;
+    s3 += v[i + 3]! * g[go + i + 3]!;
+  }
+  for (; i < d; i++) s0 += v[i]! * g[go + i]!;
+  return s0 + s1 + (s2 + s3);
+}
+
+/** out += w·g[go..go+d). */
+function addScaled(out: Float64Array, g: Vectors, go: number, w: number, d: number): void {
+  for (let i = 0; i < d; i++) out[i] += w * g[go + i]!;
+}
+
+/** v·g'_b from the products v·g_c: Σ_k w_bk·(v·g_{nn_bk}) / Σw_b. */
+function combine(
+  nn: Int32Array,
+  w: Float64Array,
+  wsum: Float64Array,
+  b: number,
+  kSelf: number,
+  products: Float64Array,
+): number {
+  let s = 0;
+  for (let k = 0; k < kSelf; k++) s += w[b * kSelf + k]! * products[nn[b * kSelf + k]!]!;
+  return s / wsum[b]!;
+}
+
+/**
+ * The `count` largest entries of row `b` of the m×m matrix `a` (value desc, index asc), as
+ * positions into `outIdx` and values into `outVal`.
+ */
+function selectRow(
+  a: Float32Array | Float64Array,
+  b: number,
+  m: number,
+  count: number,
+  outIdx: Int32Array,
+  outVal: Float64Array,
+): void {
+  let filled = 0;
+  const ro = b * m;
+  for (let c = 0; c < m; c++) {
+    const v = a[ro + c]!;
+    if (filled === count && !(v > outVal[count - 1]!)) continue;
+    // Insertion keeps earlier columns first among equal values (strict comparison).
+    let j = filled < count ? filled++ : count - 1;
+    while (j > 0 && v > outVal[j - 1]!) {
+      outVal[j] = outVal[j - 1]!;
+      outIdx[j] = outIdx[j - 1]!;
+      j--;
+    }
+    outVal[j] = v;
+    outIdx[j] = c;
+  }
+}
+
+export class SuperGlobalReranker {
+  private constructor(
+    readonly M: number,
+    readonly K: number,
+    readonly beta: number,
+    private readonly gram: OnnxGram | undefined,
+  ) {}
+
+  static async create(options: SuperGlobalRerankOptions = {}): Promise<SuperGlobalReranker> {
+    const M = assertInteger("M", options.M ?? 400, 1);
+    const K = assertInteger("K", options.K ?? 9, 0);
+    const beta = assertNumber("beta", options.beta ?? 0.15, 0);
+    const mode = assertOneOf("gram", options.gram ?? "onnx", ["onnx", "float64"] as const);
+    const threads =
+      options.threads === undefined ? undefined : assertInteger("threads", options.threads, 1);
+    const gram =
+      mode === "onnx" ? await OnnxGram.create(threads === undefined ? {} : { threads }) : undefined;
+    return new SuperGlobalReranker(M, K, beta, gram);
+  }
+
+  /** Reranks one query's candidate list (from any source). */
+  async rerank(query: Vectors, candidates: Candidates): Promise<RerankResult> {
+    if (!isVectors(query) || query.length === 0) {
+      invalidArgument("query", "a non-empty Float32Array or Float64Array", query);
+    }
+    if (candidates === null || typeof candidates !== "object") {
+      invalidArgument("candidates", "an object { ids, descriptors }", candidates);
+    }
+    const { ids, descriptors } = candidates;
+    if (!(ids instanceof Int32Array) && !Array.isArray(ids)) {
+      invalidArgument("candidates.ids", "an Int32Array or an array of integers", ids);
+    }
+    if (!isVectors(descriptors)) {
+      invalidArgument("candidates.descriptors", "a Float32Array or Float64Array", descriptors);
+    }
+    const n = ids.length;
+    const d = query.length;
+    if (!(ids instanceof Int32Array)) {
+      for (let i = 0; i < n; i++) {
+        if (!Number.isInteger(ids[i]) || Math.abs(ids[i]!) > 2 ** 31 - 1) {
+          invalidArgument(`candidates.ids[${i}]`, "an int32 integer", ids[i]);
+        }
+      }
+    }
+    const head = Math.min(this.M, n);
+    const given = descriptors.length / d;
+    if (!Number.isInteger(given) || given < head || given > n) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        `candidates.descriptors has ${descriptors.length} values, not between ${head} and ${n} rows of ${d} (the query's dimension)`,
+        { input: "candidates.descriptors" },
+      );
+    }
+    const out = Int32Array.from(ids);
+    if (head === 0) {
+      return { ids: out, head, refinedScores: new Float64Array(0), scores: new Float64Array(0) };
+    }
+    const result = await this.rerankHead(query, descriptors.subarray(0, head * d), head, d);
+    for (let j = 0; j < head; j++) out[j] = ids[result.order[j]!]!;
+    return { ids: out, head, refinedScores: result.refined, scores: result.scores };
+  }
+
+  /**
+   * Reranks many queries like the official modules: `ranks` is [nq, k] (query-major, k ≤ N ids
+   * into `db`, best first, e.g. from ExactSearch); returns the same shape.
+   */
+  async rerankRanks(
+    db: VectorMatrix,
+    queries: VectorMatrix,
+    ranks: Int32Matrix,
+  ): Promise<RerankRanksResult> {
+    checkVectorMatrix("db", db);
+    checkVectorMatrix("queries", queries);
+    if (ranks === null || typeof ranks !== "object" || !(ranks.data instanceof Int32Array)) {
+      invalidArgument("ranks", "a matrix { data: Int32Array, rows, cols }", ranks);
+    }
+    assertInteger("ranks.rows", ranks.rows, 0);
+    assertInteger("ranks.cols", ranks.cols, 0);
+    if (ranks.data.length !== ranks.rows * ranks.cols) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        `ranks.data has ${ranks.data.length} values but ranks is ${ranks.rows}×${ranks.cols}`,
+        { input: "ranks" },
+      );
+    }
+    if (queries.cols !== db.cols) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        `queries have ${queries.cols} dimensions but db rows have ${db.cols}`,
+        { input: "queries" },
+      );
+    }
+    if (ranks.rows !== queries.rows) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        `ranks has ${ranks.rows} rows but there are ${queries.rows} queries`,
+        { input: "ranks" },
+      );
+    }
+    for (let i = 0; i < ranks.data.length; i++) {
+      const id = ranks.data[i]!;
+      if (id < 0 || id >= db.rows) {
+        const at = `ranks[${Math.floor(i / ranks.cols)}][${i % ranks.cols}]`;
+        invalidArgument(at, `a db row id in [0, ${db.rows})`, id);
+      }
+    }
+    const { rows: nq, cols: k } = ranks;
+    const d = db.cols;
+    const head = Math.min(this.M, k);
+    const out = Int32Array.from(ranks.data);
+    const refinedScores = new Float64Array(nq * head);
+    const g =
+      db.data instanceof Float64Array ? new Float64Array(head * d) : new Float32Array(head * d);
+    for (let q = 0; q < nq && head > 0; q++) {
+      const row = ranks.data.subarray(q * k, q * k + k);
+      for (let j = 0; j < head; j++) g.set(db.data.subarray(row[j]! * d, row[j]! * d + d), j * d);
+      const query = queries.data.subarray(q * d, q * d + d);
+      const result = await this.rerankHead(query, g, head, d);
+      for (let j = 0; j < head; j++) out[q * k + j] = row[result.order[j]!]!;
+      refinedScores.set(result.refined, q * head);
+    }
+    return { ranks: out, rows: nq, cols: k, head, refinedScores };
+  }
+
+  async release(): Promise<void> {
+    await this.gram?.release();
+  }
+
+  /** Both stages on a head of m descriptors; `order` holds head positions in the final order. */
+  private async rerankHead(q: Vectors, g: Vectors, m: number, d: number): Promise<HeadResult> {
+    const kSelf = Math.min(this.K + 1, m);
+    const gram =
+      this.gram === undefined
+        ? gramFloat64(g, m, d)
+        : await this.gram.compute(g instanceof Float32Array ? g : Float32Array.from(g), m, d);
+    const { nn, w, wsum } = this.neighbours(g, m, d, kSelf, gram);
+
+    // Stage 1: r_b = q·g'_b. As g'_b = Σ_k w_k·g_{nn_k} / Σw, this is Σ_k w_k·(q·g_{nn_k}) / Σw:
+    // m dot products instead of building every g' (m·kSelf·d work).
+    const q64 = Float64Array.from(q);
+    const qg = new Float64Array(m);
+    for (let c = 0; c < m; c++) qg[c] = dotVector(q64, g, c * d, d);
+    const r = new Float64Array(m);
+    for (let b = 0; b < m; b++) r[b] = combine(nn, w, wsum, b, kSelf, qg);
+    const o1 = argsortDesc(r);
+
+    // Stage 2: the elementwise max of the refined descriptors of the stage-1 top kSelf (the
+    // query not included; only these g' are built), then m·g'_j the same way as r.
+    const qe = new Float64Array(d).fill(-Infinity);
+    const refinedRow = new Float64Array(d);
+    for (let j = 0; j < kSelf; j++) {
+      const b = o1[j]!;
+      refinedRow.fill(0);
+      for (let k = 0; k < kSelf; k++) {
+        addScaled(refinedRow, g, nn[b * kSelf + k]! * d, w[b * kSelf + k]!, d);
+      }
+      for (let i = 0; i < d; i++) {
+        const v = refinedRow[i]! / wsum[b]!;
+        if (v > qe[i]!) qe[i] = v;
+      }
+    }
+    const eg = new Float64Array(m);
+    for (let c = 0; c < m; c++) eg[c] = dotVector(qe, g, c * d, d);
+    const score = new Float64Array(m);
+    for (let j = 0; j < m; j++) {
+      const b = o1[j]!;
+      score[j] = (r[b]! + combine(nn, w, wsum, b, kSelf, eg)) / 2;
+    }
+    const o2 = argsortDesc(score);
+    const order = new Int32Array(m);
+    const scores = new Float64Array(m);
+    for (let j = 0; j < m; j++) {
+      order[j] = o1[o2[j]!]!;
+      scores[j] = score[o2[j]!]!;
+    }
+    return { order, refined: r, scores };
+  }
+
+  /**
+   * MDescAug's neighbours: for each row b of the Gram matrix `a`, its kSelf largest entries
+   * (value desc, position asc) as `nn` [m, kSelf], their weights `w` (w_0 = 1 whatever s_0 is,
+   * w_k = beta·s_k) and the sums `wsum`.
+   */
+  private neighbours(
+    g: Vectors,
+    m: number,
+    d: number,
+    kSelf: number,
+    a: Float32Array | Float64Array,
+  ): { nn: Int32Array; w: Float64Array; wsum: Float64Array } {
+    const nn = new Int32Array(m * kSelf);
+    const w = new Float64Array(m * kSelf);
+    const wsum = new Float64Array(m);
+    const rowIdx = new Int32Array(kSelf);
+    const rowVal = new Float64Array(kSelf);
+    const exact = a instanceof Float64Array;
+    // Float32 Gram: |error| ≤ bound·‖g_b‖·‖g_c‖, with ‖g_b‖² read (over-estimated) off the diagonal.
+    const bound = float32DotBound(d, g instanceof Float64Array);
+    const norms = new Float64Array(m);
+    let maxNorm = 0;
+    if (!exact) {
+      for (let b = 0; b < m; b++) {
+        norms[b] = Math.sqrt(Math.max(0, a[b * m + b]!) / (1 - bound));
+        if (norms[b]! > maxNorm) maxNorm = norms[b]!;
+      }
+    }
+    // Float64 values of entries recomputed so far (NaN: not yet); the matrix is symmetric.
+    const exactValues = exact ? undefined : new Float64Array(m * m).fill(Number.NaN);
+    const cand: number[] = [];
+    const candVal: number[] = [];
+    for (let b = 0; b < m; b++) {
+      selectRow(a, b, m, kSelf, rowIdx, rowVal);
+      if (exactValues !== undefined) {
+        // Every entry whose exact value could reach the top kSelf lies within twice the error
+        // bound of the float32 kSelf-th value: recompute those in float64 and select again.
+        const floor =
+          bound < 0.5 ? rowVal[kSelf - 1]! - 2 * bound * norms[b]! * maxNorm : -Infinity;
+        cand.length = 0;
+        candVal.length = 0;
+        for (let c = 0; c < m; c++) {
+          if (a[b * m + c]! >= floor) {
+            let v = exactValues[b * m + c]!;
+            if (Number.isNaN(v)) {
+              v = dotRows(g, b * d, c * d, d);
+              exactValues[b * m + c] = v;
+              exactValues[c * m + b] = v;
+            }
+            cand.push(c);
+            candVal.push(v);
+          }
+        }
+        const order = argsortDesc(candVal);
+        for (let k = 0; k < kSelf; k++) {
+          rowIdx[k] = cand[order[k]!]!;
+          rowVal[k] = candVal[order[k]!]!;
+        }
+      }
+      let sum = 0;
+      for (let k = 0; k < kSelf; k++) {
+        const wk = k === 0 ? 1 : this.beta * rowVal[k]!;
+        nn[b * kSelf + k] = rowIdx[k]!;
+        w[b * kSelf + k] = wk;
+        sum += wk;
+      }
+      wsum[b] = sum;
+    }
+    return { nn, w, wsum };
+  }
+}
