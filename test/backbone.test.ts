@@ -3,8 +3,15 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { Backbone } from "../src/backbone/backbone.ts";
+import { Backbone, buildModel } from "../src/backbone/backbone.ts";
 import { foldBatchNorm } from "../src/backbone/batchnorm.ts";
+import {
+  appendDescriptorHead,
+  DESCRIPTOR_DIM,
+  type HeadOptions,
+  type HeadWeights,
+  readHeadWeights,
+} from "../src/backbone/descriptor-head.ts";
 import type { Depth } from "../src/backbone/resnet-graph.ts";
 import {
   backboneTensorShapes,
@@ -16,9 +23,12 @@ import type { StateDict } from "../src/checkpoint/state-dict.ts";
 import { SuperglobalError } from "../src/errors.ts";
 import { resizeBilinear } from "../src/image/resize.ts";
 import { readNpy } from "../src/io/npy.ts";
-import { OnnxGraph } from "../src/runtime/onnx-graph.ts";
+import { type FeatureMap, GEM_BASELINE_EPS, GEM_PLUS, gem } from "../src/pooling/gem.ts";
+import { regionalGem } from "../src/pooling/regional-gem.ts";
+import { l2Normalize, linear } from "../src/pooling/vector.ts";
+import { OnnxGraph, readMetadata } from "../src/runtime/onnx-graph.ts";
 import { OnnxSession } from "../src/runtime/session.ts";
-import { fixture, sharedOnly } from "./helpers/shared.ts";
+import { fixture, manifest, sharedOnly } from "./helpers/shared.ts";
 
 // ---------------------------------------------------------------------------------------------
 // An independent float64 reference of the backbone (spec §3, floors from the §4.6 table), with
@@ -633,6 +643,298 @@ test(
           `${im.image} @${ps.scale}: max abs ${maxAbs} (max ${scale})`,
         );
       }
+    }
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// The descriptor head (Regional-GeM → GeM → L2 → FC) in the graph, against the float64 TS pooling
+// (itself checked against the official modules in pooling.test.ts) and the official goldens.
+
+/** Random head weights: FC scaled like a trained layer, the learned GeM p as CVNet's is (~3). */
+function syntheticHead(seed: number, poolP = 3.2): HeadWeights {
+  const rnd = prng(seed);
+  const n = DESCRIPTOR_DIM;
+  const bound = Math.sqrt(3 / n);
+  return {
+    fcWeight: Float32Array.from({ length: n * n }, () => (2 * rnd() - 1) * bound),
+    fcBias: Float32Array.from({ length: n }, () => 0.1 * (rnd() - 0.5)),
+    poolP,
+  };
+}
+
+/** A graph from an s4 input through the head, with the intermediates as extra outputs. */
+async function headSession(weights: HeadWeights, options: HeadOptions): Promise<OnnxSession> {
+  const graph = new OnnxGraph("head");
+  appendDescriptorHead(graph, graph.input("s4", [1, 2048, "h", "w"]), weights, options);
+  if (options.rgem) graph.output("rgem", [1, 2048, "h", "w"]);
+  graph.output("gem", [1, 2048]);
+  return OnnxSession.create(graph.encode(), { threads: 2 });
+}
+
+/** The TS float64 pooling path of one scale: the oracle. */
+function headReference(map: FeatureMap, weights: HeadWeights, options: HeadOptions) {
+  const pooledMap = options.rgem ? regionalGem(map) : map;
+  const g = options.gemp
+    ? gem(pooledMap, GEM_PLUS.p, GEM_PLUS.eps)
+    : gem(pooledMap, weights.poolP, GEM_BASELINE_EPS);
+  return {
+    rgem: pooledMap,
+    gem: g,
+    vector: linear(weights.fcWeight, weights.fcBias, l2Normalize(g)),
+  };
+}
+
+function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  assert.equal(actual.length, expected.length);
+  let maxAbs = 0;
+  let scale = 0;
+  for (let i = 0; i < actual.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  return maxAbs / scale;
+}
+
+const HEAD_CONFIGS: HeadOptions[] = [
+  { rgem: true, gemp: true },
+  { rgem: true, gemp: false },
+  { rgem: false, gemp: true },
+  { rgem: false, gemp: false },
+];
+
+test("head: every map size, 1×1 up, equals the float64 TS pooling (numpy-reflect padding)", async (t) => {
+  const weights = syntheticHead(5);
+  const rnd = prng(6);
+  // Sides under 3 are where torch's reflection padding fails and ours reflects again.
+  const sizes = [
+    [1, 1],
+    [1, 2],
+    [2, 1],
+    [2, 2],
+    [2, 7],
+    [1, 9],
+    [3, 3],
+    [4, 5],
+    [6, 2],
+    [9, 12],
+  ];
+  for (const options of HEAD_CONFIGS) {
+    const session = await headSession(weights, options);
+    try {
+      let worst = 0;
+      for (const [h, w] of sizes) {
+        // ReLU-like maps: about a third exact zeros (Log(0) = −∞ must give 0^p = 0).
+        const data = Float32Array.from({ length: 2048 * h * w }, () =>
+          rnd() < 0.3 ? 0 : 3 * rnd() ** 2,
+        );
+        const map = { data, channels: 2048, height: h, width: w };
+        const ref = headReference(map, weights, options);
+        const out = await session.run({ s4: { data, dims: [1, 2048, h, w] } });
+        const label = `${JSON.stringify(options)} ${h}x${w}`;
+        assert.deepEqual(out["vector"]?.dims, [1, 2048], label);
+        const errors = {
+          vector: relativeError(out["vector"]?.data as Float32Array, ref.vector),
+          gem: relativeError(out["gem"]?.data as Float32Array, ref.gem),
+          ...(options.rgem
+            ? { rgem: relativeError(out["rgem"]?.data as Float32Array, ref.rgem.data) }
+            : {}),
+        };
+        for (const [name, e] of Object.entries(errors)) {
+          assert.ok(e <= 2e-6, `${label} ${name}: relative error ${e}`);
+          worst = Math.max(worst, e);
+        }
+      }
+      t.diagnostic(`${JSON.stringify(options)}: worst relative error ${worst.toExponential(2)}`);
+    } finally {
+      await session.release();
+    }
+  }
+});
+
+test("head: small maps are padded like numpy 'reflect', by hand", async () => {
+  // Independent of the TS pooling: R(i,j) = (mean of the 5×5 window of pad(x)^2.5)^0.4 with the
+  // padded indices written out. A 2×4 map: rows of 2 pad to [a b a b a b] (torch would fail),
+  // columns of 4 as torch pads them, [c b a b c d c b]. A 1×1 map comes back unchanged.
+  const session = await headSession(syntheticHead(8), { rgem: true, gemp: true });
+  try {
+    const x = [0.5, 1, 4, 9, 2, 0, 3, 7]; // [[0.5, 1, 4, 9], [2, 0, 3, 7]]
+    const data = new Float32Array(2048 * 8);
+    data.set(x);
+    const out = await session.run({ s4: { data, dims: [1, 2048, 2, 4] } });
+    const rgemOut = out["rgem"]?.data as Float32Array;
+    const rgemAt = (y: number, c: number, rows: number[], cols: number[]) => {
+      let s = 0;
+      for (let dy = 0; dy < 5; dy++) {
+        for (let dx = 0; dx < 5; dx++) {
+          const r = rows[y + dy] as number;
+          const k = cols[c + dx] as number;
+          s += r < 0 || k < 0 ? 0 : (x[r * 4 + k] as number) ** 2.5;
+        }
+      }
+      return 0.5 * (s / 25) ** 0.4 + 0.5 * (x[y * 4 + c] as number);
+    };
+    const reflectRows = [0, 1, 0, 1, 0, 1];
+    const reflectCols = [2, 1, 0, 1, 2, 3, 2, 1];
+    for (let y = 0; y < 2; y++) {
+      for (let c = 0; c < 4; c++) {
+        const expected = rgemAt(y, c, reflectRows, reflectCols);
+        const got = rgemOut[y * 4 + c] as number;
+        assert.ok(
+          Math.abs(got - expected) <= 1e-6 * expected,
+          `(${y},${c}): ${got} vs ${expected}`,
+        );
+      }
+    }
+    // Other paddings (edge columns; zero rows) give clearly different values: the check has teeth.
+    const edge = rgemAt(0, 0, reflectRows, [0, 0, 0, 1, 2, 3, 3, 3]);
+    const zeros = rgemAt(0, 0, [-1, -1, 0, 1, -1, -1], reflectCols);
+    for (const other of [edge, zeros]) assert.ok(Math.abs((rgemOut[0] as number) - other) > 0.05);
+
+    const single = new Float32Array(2048).map((_, c) => (c % 7) * 0.25);
+    const one = await session.run({ s4: { data: single, dims: [1, 2048, 1, 1] } });
+    const kept = one["rgem"]?.data as Float32Array;
+    for (let c = 0; c < 2048; c++) {
+      assert.ok(Math.abs(kept[c] - single[c]) <= 1e-6 * single[c], `1×1 channel ${c}`);
+    }
+  } finally {
+    await session.release();
+  }
+});
+
+test("Backbone with head: embed() gives the head's vector; save/load keeps head and options", async () => {
+  const weights = syntheticHead(7);
+  const sd: StateDict = new Map(SD50);
+  sd.set("encoder_q.head.fc.weight", {
+    dtype: "float32",
+    shape: [2048, 2048],
+    data: weights.fcWeight,
+  });
+  sd.set("encoder_q.head.fc.bias", { dtype: "float32", shape: [2048], data: weights.fcBias });
+  sd.set("encoder_q.head.pool.p", {
+    dtype: "float32",
+    shape: [1],
+    data: new Float32Array([weights.poolP]),
+  });
+  const input = { data: Float32Array.from(IMAGE.data), height: IMAGE.h, width: IMAGE.w };
+  const dir = mkdtempSync(join(tmpdir(), "superglobal-backbone-"));
+  try {
+    const built = await Backbone.fromStateDict(sd, {
+      depth: 50,
+      relup: false,
+      head: { gemp: false },
+      threads: 2,
+    });
+    assert.deepEqual(built.options, {
+      depth: 50,
+      relup: false,
+      head: { rgem: true, gemp: false },
+    });
+    const { vector, s4 } = await built.embed(input, { s4: true });
+    assert.ok(s4 !== undefined);
+    assert.equal((await built.embed(input)).s4, undefined);
+    // The vector is the head applied to this s4, and s4 is what run() gives.
+    const ref = headReference(
+      { data: s4.data, channels: 2048, height: s4.height, width: s4.width },
+      weights,
+      { rgem: true, gemp: false },
+    );
+    assert.ok(relativeError(vector, ref.vector) <= 2e-6);
+    assert.deepEqual((await built.run(input)).data, s4.data);
+    const path = join(dir, "with-head.onnx");
+    await built.save(path);
+    await built.release();
+    const loaded = await Backbone.load(path, { threads: 1 });
+    try {
+      assert.deepEqual(loaded.options, {
+        depth: 50,
+        relup: false,
+        head: { rgem: true, gemp: false },
+      });
+      const again = await loaded.embed(input);
+      assert.ok(relativeError(again.vector, vector) <= 1e-6);
+    } finally {
+      await loaded.release();
+    }
+    // The metadata records it all.
+    const meta = readMetadata(readFileSync(path));
+    assert.equal(meta["superglobal.head"], "true");
+    assert.equal(meta["superglobal.rgem"], "true");
+    assert.equal(meta["superglobal.gemp"], "false");
+    assert.equal(meta["superglobal.relup"], "false");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // Without a head there is no vector; a head needs its keys.
+  const bare = await Backbone.fromStateDict(SD50, { depth: 50, threads: 1 });
+  try {
+    assert.equal(bare.head, null);
+    await assert.rejects(
+      bare.embed(input),
+      (e: unknown) => e instanceof SuperglobalError && e.code === "UNSUPPORTED",
+    );
+  } finally {
+    await bare.release();
+  }
+  assert.throws(
+    () => buildModel(SD50, { depth: 50, head: {} }, "nohead.pyth"),
+    (e: unknown) =>
+      e instanceof SuperglobalError &&
+      e.code === "NOT_FOUND" &&
+      e.message.includes("nohead.pyth") &&
+      e.message.includes("encoder_q.head.fc.weight") &&
+      e.message.includes("encoder_q.head.pool.p"),
+  );
+  assert.throws(
+    () => buildModel(SD50, { depth: 50, head: { rgem: 1 as unknown as boolean } }),
+    (e: unknown) =>
+      e instanceof SuperglobalError &&
+      e.code === "INVALID_ARGUMENT" &&
+      e.input === "options.head.rgem",
+  );
+});
+
+test(
+  "golden: the head on the official s4 maps gives the official rgem, gemp and fc",
+  sharedOnly,
+  async (t) => {
+    const weights = readHeadWeights(
+      loadCheckpoint(fixture("cvnet_r50_random.pyth")),
+      "cvnet_r50_random.pyth",
+    );
+    const session = await headSession(weights, { rgem: true, gemp: true });
+    try {
+      const worst = { rgem: 0, gem: 0, vector: 0 };
+      for (const im of manifest().images) {
+        for (const ps of im.per_scale) {
+          const s4 = readNpy(fixture(ps.s4.file));
+          const out = await session.run({ s4: { data: s4.data as Float32Array, dims: s4.shape } });
+          const errors = {
+            rgem: relativeError(
+              out["rgem"]?.data as Float32Array,
+              readNpy(fixture(ps.rgem.file)).data as Float32Array,
+            ),
+            gem: relativeError(
+              out["gem"]?.data as Float32Array,
+              readNpy(fixture(ps.gemp.file)).data as Float64Array,
+            ),
+            vector: relativeError(
+              out["vector"]?.data as Float32Array,
+              readNpy(fixture(ps.fc.file)).data as Float64Array,
+            ),
+          };
+          for (const [name, e] of Object.entries(errors)) {
+            const key = name as keyof typeof worst;
+            worst[key] = Math.max(worst[key], e);
+            assert.ok(e <= 2e-6, `${im.image} @${ps.scale} ${name}: relative error ${e}`);
+          }
+        }
+      }
+      t.diagnostic(
+        `worst relative error: rgem ${worst.rgem.toExponential(2)}, gemp ${worst.gem.toExponential(2)}, fc ${worst.vector.toExponential(2)}`,
+      );
+    } finally {
+      await session.release();
     }
   },
 );

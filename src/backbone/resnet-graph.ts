@@ -24,11 +24,18 @@ export const STAGE_BLOCKS: Record<Depth, readonly number[]> = {
 /** The ReLU+ clamp floor (`relup(0.014)`). */
 export const RELUP_FLOOR = 0.014;
 
-/** Metadata keys stored in the model, so a saved model says what it was built as. */
+/**
+ * Metadata keys stored in the model, so a saved model says what it was built as. `head` is
+ * "true" when the descriptor head follows s4 (then `rgem` and `gemp` say how it pools); models
+ * without the key have no head.
+ */
 export const BACKBONE_METADATA = {
   kind: "superglobal.kind",
   depth: "superglobal.depth",
   relup: "superglobal.relup",
+  head: "superglobal.head",
+  rgem: "superglobal.rgem",
+  gemp: "superglobal.gemp",
 } as const;
 export const BACKBONE_KIND = "cvnet-backbone";
 

@@ -5,7 +5,9 @@
  */
 import { Command } from "commander";
 import { SuperglobalError } from "../errors.ts";
+import { register as registerBuildModel } from "./commands/build-model.ts";
 import { register as registerEval } from "./commands/eval.ts";
+import { register as registerExtract } from "./commands/extract.ts";
 import { register as registerRerank } from "./commands/rerank.ts";
 import { register as registerSearch } from "./commands/search.ts";
 
@@ -15,7 +17,13 @@ const program = new Command()
   .showHelpAfterError();
 
 // Subcommands register here, one line each, in pipeline order.
-const commands: Array<(program: Command) => void> = [registerSearch, registerRerank, registerEval];
+const commands: Array<(program: Command) => void> = [
+  registerBuildModel,
+  registerExtract,
+  registerSearch,
+  registerRerank,
+  registerEval,
+];
 
 for (const register of commands) register(program);
 

@@ -50,7 +50,7 @@ export interface RevisitopRunResult {
 export async function runRevisitop(options: RevisitopRunOptions): Promise<RevisitopRunResult> {
   const dataset = assertOneOf("dataset", options.dataset, DATASETS);
   const root = join(options.dataDir, dataset);
-  const gt = readGroundTruth(findGroundTruth(root, dataset));
+  const gt = readGroundTruth(findGroundTruth(options.dataDir, dataset));
   const store = DescriptorStore.open(
     options.cacheDir ?? join(root, "superglobal-cache"),
     DESCRIPTOR_DIM,
@@ -114,7 +114,9 @@ export async function runRevisitop(options: RevisitopRunOptions): Promise<Revisi
   };
 }
 
-function findGroundTruth(root: string, dataset: string): string {
+/** The ground-truth file of `dataset` under `dataDir` (revisitop layout), or a NOT_FOUND error. */
+export function findGroundTruth(dataDir: string, dataset: Dataset): string {
+  const root = join(dataDir, dataset);
   for (const ext of ["pkl", "json"]) {
     const path = join(root, `gnd_${dataset}.${ext}`);
     if (existsSync(path)) return path;

@@ -33,14 +33,22 @@ export class OnnxSession {
     return new OnnxSession(session);
   }
 
-  /** Runs the model; returns each output as its data and dims. Float and int64 outputs only. */
+  /**
+   * Runs the model; returns each output as its data and dims. Float and int64 outputs only.
+   * `fetches` names the outputs to return (default: all); onnxruntime still runs every node, but
+   * copies out only these.
+   */
   async run(
     feeds: Feeds,
+    fetches?: readonly string[],
   ): Promise<Record<string, { data: Float32Array | BigInt64Array; dims: readonly number[] }>> {
     const input: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds))
       input[name] = new ort.Tensor("float32", t.data, t.dims);
-    const results = await this.session.run(input);
+    const results =
+      fetches === undefined
+        ? await this.session.run(input)
+        : await this.session.run(input, [...fetches]);
     const out: Record<string, { data: Float32Array | BigInt64Array; dims: readonly number[] }> = {};
     for (const [name, t] of Object.entries(results)) {
       out[name] = { data: t.data as Float32Array | BigInt64Array, dims: t.dims };

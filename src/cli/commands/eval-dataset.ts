@@ -4,7 +4,7 @@
  */
 import { Extractor } from "../../descriptor/extractor.ts";
 import type { Depth } from "../../descriptor/options.ts";
-import { type Dataset, runRevisitop } from "../../eval/protocol.ts";
+import { type Dataset, findGroundTruth, runRevisitop } from "../../eval/protocol.ts";
 import { formatPercent, revisitopJson } from "../../eval/report.ts";
 import { PROTOCOLS, type Protocol, type ProtocolResult } from "../../eval/revisitop-map.ts";
 import { progress } from "../progress.ts";
@@ -25,10 +25,11 @@ export async function runEvalDataset(
   opts: EvalDatasetOptions,
   write: (text: string) => void = (text) => process.stdout.write(text),
 ): Promise<void> {
+  findGroundTruth(opts.dataDir, opts.dataset); // fail before the model is built
   const extractor = await Extractor.create({
-    ...(opts.checkpoint === undefined ? {} : { checkpoint: opts.checkpoint }),
+    // A saved model records its depth; the flag only describes a checkpoint.
+    ...(opts.checkpoint === undefined ? {} : { checkpoint: opts.checkpoint, depth: opts.depth }),
     ...(opts.model === undefined ? {} : { model: opts.model }),
-    depth: opts.depth,
     ...(opts.threads === undefined ? {} : { threads: opts.threads }),
   });
   let bar: ReturnType<typeof progress> | undefined;

@@ -1,0 +1,247 @@
+/**
+ * The SuperGlobal descriptor: image → (per scale) bilinear resize → backbone + descriptor head in
+ * onnxruntime (Regional-GeM → GeM+ → L2 → FC) → Scale-GeM → L2. Create one extractor (it builds
+ * or loads the model once) and call it per image.
+ */
+import { statSync } from "node:fs";
+import { basename } from "node:path";
+import { Backbone, type BackboneOutput, type ModelOptions } from "../backbone/backbone.ts";
+import { loadCheckpoint } from "../checkpoint/load.ts";
+import { invalidArgument, SuperglobalError } from "../errors.ts";
+import { type Box, cropToBox } from "../image/crop.ts";
+import { type BgrImage, decodeImage } from "../image/decode.ts";
+import { type ImageTensor, toInputTensor } from "../image/normalize.ts";
+import { resizeBilinear, scaledSize } from "../image/resize.ts";
+import { scaleGemMax, scaleMean } from "../pooling/scale-gem.ts";
+import { l2Normalize } from "../pooling/vector.ts";
+import {
+  type ExtractorOptions,
+  type ResolvedOptions,
+  resolveOptions,
+  SCALE_SETS,
+} from "./options.ts";
+
+export { DESCRIPTOR_DIM } from "../backbone/descriptor-head.ts";
+
+/** Cumulative milliseconds spent in each stage since the extractor was created. */
+export interface StageTimes {
+  decode: number;
+  /** Crop, normalisation and the per-scale resizes. */
+  preprocess: number;
+  /** The onnxruntime model: backbone and per-scale descriptor head. */
+  backbone: number;
+  /** What remains in TypeScript: Scale-GeM and the final L2. */
+  pooling: number;
+  images: number;
+}
+
+export interface ExtractInput {
+  /** Crop to [x1, y1, x2, y2] first (query images), with the official int truncation. */
+  bbox?: Box;
+  /** Names the image in errors when it is given as bytes. */
+  name?: string;
+}
+
+/** Per-scale intermediate results, for inspection and the golden tests. */
+export interface ScaleTrace {
+  scale: number;
+  /** The resized input. */
+  height: number;
+  width: number;
+  /** FC output of this scale (before Scale-GeM). */
+  vector: Float32Array;
+  /** The conv5 map of this scale (only from `trace`). */
+  s4?: BackboneOutput;
+}
+
+export interface Trace {
+  descriptor: Float32Array;
+  scales: ScaleTrace[];
+}
+
+/** The build options a saved model records, which `create({ model })` adopts. */
+const RECORDED = ["depth", "relup", "rgem", "gemp"] as const;
+
+/**
+ * Turns images into 2048-d unit-norm SuperGlobal descriptors, as the official
+ * `extract_global_descriptor` + `F.normalize` computes them (spec §4.5).
+ *
+ * Small images: the official code crashes when an image side falls under 65 px at some scale
+ * (its conv5 map is then under 3 px, and torch's reflection padding of 2 needs more). Ours never
+ * does: a side that truncates to 0 px at a scale is kept at 1 px, and Regional-GeM pads a map side
+ * under 3 by reflecting again while out of range (numpy's "reflect": a side of 1 repeats its value,
+ * a side of 2 alternates its two values), so every window still averages the map's own values.
+ * Images on which the official code works (every side ≥ 65 px at every scale: sides ≥ 65 px with
+ * 1 scale, ≥ 92 px with the default 3, ≥ 130 px with 5) are computed exactly as it computes them.
+ */
+export class Extractor {
+  readonly options: Readonly<ResolvedOptions>;
+  readonly stats: StageTimes = { decode: 0, preprocess: 0, backbone: 0, pooling: 0, images: 0 };
+
+  private constructor(
+    private readonly backbone: Backbone,
+    options: ResolvedOptions,
+    /** The model file it came from, as "name:bytes" (keys descriptor caches). */
+    readonly source: string,
+  ) {
+    this.options = Object.freeze(options);
+  }
+
+  /**
+   * Builds the model from a CVNet checkpoint, or loads one saved with `save()` (or the
+   * `build-model` command). A saved model records depth, relup, rgem and gemp: they are adopted,
+   * and giving one that differs is refused (INVALID_ARGUMENT naming it).
+   */
+  static async create(options: ExtractorOptions): Promise<Extractor> {
+    const resolved = resolveOptions(options);
+    const head = { rgem: resolved.rgem, gemp: resolved.gemp };
+    if (options.model !== undefined) {
+      const path = options.model;
+      const backbone = await Backbone.load(path, { threads: resolved.threads });
+      try {
+        const saved = recordedOptions(backbone.options, path);
+        for (const key of RECORDED) {
+          const given = options[key];
+          if (given !== undefined && given !== saved[key]) {
+            throw new SuperglobalError(
+              "INVALID_ARGUMENT",
+              `${key} ${String(given)} contradicts the model ${path}, built with ${key} ` +
+                `${saved[key]}: leave ${key} out or rebuild the model`,
+              { input: key },
+            );
+          }
+        }
+        return new Extractor(backbone, { ...resolved, ...saved }, fileIdentity(path));
+      } catch (error) {
+        await backbone.release();
+        throw error;
+      }
+    }
+    const source = options.checkpoint as string;
+    const sd = loadCheckpoint(source);
+    const backbone = await Backbone.fromStateDict(
+      sd,
+      { depth: resolved.depth, relup: resolved.relup, head, threads: resolved.threads },
+      source,
+    );
+    return new Extractor(backbone, resolved, fileIdentity(source));
+  }
+
+  /** Saves the model (backbone, head and build options) as one `.onnx` file for fast start-up. */
+  async save(path: string): Promise<void> {
+    await this.backbone.save(path);
+  }
+
+  /** The unit-norm descriptor (2048 float32) of an image file, encoded bytes or decoded BGR image. */
+  async extract(
+    image: string | Uint8Array | BgrImage,
+    input: ExtractInput = {},
+  ): Promise<Float32Array> {
+    return (await this.describe(await this.prepare(image, input), false)).descriptor;
+  }
+
+  /** Like `extract`, with the per-scale vectors and conv5 maps too. */
+  async trace(image: string | Uint8Array | BgrImage, input: ExtractInput = {}): Promise<Trace> {
+    return this.describe(await this.prepare(image, input), true);
+  }
+
+  /**
+   * The descriptor of an already normalised BGR tensor (what the official model receives), with
+   * the per-scale vectors; `{ s4: true }` adds the conv5 maps.
+   */
+  async fromTensor(tensor: ImageTensor, options: { s4?: boolean } = {}): Promise<Trace> {
+    if (typeof tensor !== "object" || tensor === null) {
+      invalidArgument("tensor", "an ImageTensor", tensor);
+    }
+    return this.describe(tensor, options.s4 === true);
+  }
+
+  async release(): Promise<void> {
+    await this.backbone.release();
+  }
+
+  private async prepare(
+    image: string | Uint8Array | BgrImage,
+    input: ExtractInput,
+  ): Promise<ImageTensor> {
+    if (typeof input !== "object" || input === null) invalidArgument("input", "an object", input);
+    let t = performance.now();
+    let decoded: BgrImage;
+    if (typeof image === "string" || image instanceof Uint8Array) {
+      decoded = await decodeImage(
+        image,
+        input.name ?? (typeof image === "string" ? image : "image"),
+      );
+    } else if (isBgrImage(image)) {
+      decoded = image;
+    } else {
+      invalidArgument("image", "a file path, encoded image bytes or a BgrImage", image);
+    }
+    t = this.lap("decode", t);
+    if (input.bbox !== undefined) decoded = cropToBox(decoded, input.bbox);
+    const tensor = toInputTensor(decoded);
+    this.lap("preprocess", t);
+    return tensor;
+  }
+
+  private async describe(tensor: ImageTensor, withMaps: boolean): Promise<Trace> {
+    const o = this.options;
+    const scales: ScaleTrace[] = [];
+    for (const scale of SCALE_SETS[o.scales]) {
+      let t = performance.now();
+      // A side can truncate to 0 at a small scale: keep at least one pixel (see the class doc).
+      const [h0, w0] = scaledSize(tensor.height, tensor.width, scale);
+      const h = Math.max(1, h0);
+      const w = Math.max(1, w0);
+      const resized = resizeBilinear(tensor, h, w);
+      t = this.lap("preprocess", t);
+      const { vector, s4 } = await this.backbone.embed(resized, { s4: withMaps });
+      scales.push({ scale, height: h, width: w, vector, ...(s4 === undefined ? {} : { s4 }) });
+      this.lap("backbone", t);
+    }
+    const t = performance.now();
+    const vectors = scales.map((s) => s.vector);
+    const combined = o.sgem ? scaleGemMax(vectors) : scaleMean(vectors);
+    const descriptor = Float32Array.from(l2Normalize(combined));
+    this.lap("pooling", t);
+    this.stats.images += 1;
+    return { descriptor, scales };
+  }
+
+  private lap(stage: Exclude<keyof StageTimes, "images">, since: number): number {
+    const now = performance.now();
+    this.stats[stage] += now - since;
+    return now;
+  }
+}
+
+/** The options a saved model fixes; BAD_FILE for a model without the descriptor head. */
+function recordedOptions(
+  model: ModelOptions,
+  path: string,
+): Pick<ResolvedOptions, (typeof RECORDED)[number]> {
+  if (model.head === null) {
+    throw new SuperglobalError(
+      "BAD_FILE",
+      `${path}: the model has no descriptor head (a backbone-only model); build one with \`superglobal build-model\``,
+      { input: path },
+    );
+  }
+  return { depth: model.depth, relup: model.relup, rgem: model.head.rgem, gemp: model.head.gemp };
+}
+
+function fileIdentity(path: string): string {
+  return `${basename(path)}:${statSync(path).size}`;
+}
+
+function isBgrImage(value: unknown): value is BgrImage {
+  const v = value as BgrImage;
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    v.data instanceof Uint8Array &&
+    Number.isInteger(v.width) &&
+    Number.isInteger(v.height) &&
+    v.data.length === v.width * v.height * 3
+  );
+}

@@ -1,0 +1,110 @@
+/**
+ * `superglobal build-model` and `superglobal extract`, run as a user runs them (child processes):
+ * descriptors of the fixture images in input order, equal to the library's, a corrupt file in the
+ * middle reported by name with a NaN row and exit code 1, and the saved model giving the same rows.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { DESCRIPTOR_DIM, Extractor } from "../src/descriptor/extractor.ts";
+import { readNpy } from "../src/io/npy.ts";
+import { fixture, fixturesDir, manifest, sharedOnly } from "./helpers/shared.ts";
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const dir = mkdtempSync(join(tmpdir(), "superglobal-cli-extract-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
+    cwd: repoRoot,
+    encoding: "utf8",
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test(
+  "build-model, then extract from the checkpoint and from the model: same rows, bad file named",
+  sharedOnly,
+  async () => {
+    const model = join(dir, "r50.onnx");
+    const built = cli(
+      "build-model",
+      "--checkpoint",
+      fixture("cvnet_r50_random.pyth"),
+      "--out",
+      model,
+    );
+    assert.equal(built.status, 0, built.stderr);
+    assert.match(built.stderr, /wrote .*r50\.onnx \(R50, relup true, rgem true, gemp true/);
+
+    const images = (manifest().images as { image: string }[]).map((im) =>
+      join(fixturesDir, "images", im.image),
+    );
+    assert.equal(images.length, 5);
+    const corrupt = join(dir, "corrupt.png");
+    writeFileSync(corrupt, "\x89PNG\r\n\x1a\n but then nothing a decoder wants");
+    const inputs = [...images.slice(0, 2), corrupt, ...images.slice(2)];
+
+    // What the library gives for the same files.
+    const extractor = await Extractor.create({ model, threads: 2 });
+    const expected: Float32Array[] = [];
+    try {
+      for (const path of images) expected.push(await extractor.extract(path));
+    } finally {
+      await extractor.release();
+    }
+
+    const rows = (out: string) => {
+      const npy = readNpy(out);
+      assert.deepEqual(npy.shape, [inputs.length, DESCRIPTOR_DIM]);
+      return npy.data as Float32Array;
+    };
+    const check = (data: Float32Array, label: string) => {
+      for (const [i, path] of inputs.entries()) {
+        const row = data.subarray(i * DESCRIPTOR_DIM, (i + 1) * DESCRIPTOR_DIM);
+        if (path === corrupt) assert.ok(row.every(Number.isNaN), `${label}: row ${i} not NaN`);
+        else assert.deepEqual(row, expected[images.indexOf(path)], `${label}: row ${i} (${path})`);
+      }
+    };
+
+    const fromCheckpoint = join(dir, "from-checkpoint.npy");
+    const a = cli(
+      "extract",
+      ...inputs,
+      "--checkpoint",
+      fixture("cvnet_r50_random.pyth"),
+      "--threads",
+      "2",
+      "--out",
+      fromCheckpoint,
+    );
+    assert.equal(a.status, 1, a.stderr);
+    assert.equal(a.stdout, "");
+    assert.match(a.stderr, /extract \[/, "progress on stderr");
+    assert.match(a.stderr, new RegExp(`failed .*${corrupt.replaceAll(".", "\\.")}.*cannot decode`));
+    assert.match(a.stderr, /1 of 6 image\(s\) failed/);
+    check(rows(fromCheckpoint), "--checkpoint");
+
+    const fromModel = join(dir, "from-model.npy");
+    const b = cli("extract", ...inputs, "--model", model, "--threads", "2", "--out", fromModel);
+    assert.equal(b.status, 1, b.stderr);
+    check(rows(fromModel), "--model");
+
+    // An option that contradicts the saved model is refused, naming it.
+    const c = cli(
+      "extract",
+      images[0] as string,
+      "--model",
+      model,
+      "--no-gemp",
+      "--out",
+      fromModel,
+    );
+    assert.equal(c.status, 1);
+    assert.match(c.stderr, /gemp false contradicts the model .*r50\.onnx/);
+  },
+);
