@@ -41,7 +41,7 @@ export async function runEvalDataset(
       ...(opts.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
       ...(opts.distractors === undefined ? {} : { distractors: opts.distractors }),
       ...(opts.threads === undefined ? {} : { threads: opts.threads }),
-      onProgress: (done, total, name) => {
+      onProgress: (_done, total, name) => {
         bar ??= progress(`descriptors ${opts.dataset}`, total);
         bar.tick(name);
       },
