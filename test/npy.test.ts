@@ -90,6 +90,11 @@ test("npy: bad files fail with an error naming them", () => {
   writeNpy(cube, new Float32Array(8), [2, 2, 2]);
   assert.throws(() => readMatrixF32(cube), /2-D/);
   assert.throws(() => readMatrixI32(good), /int32 or int64/);
+  const wide = join(dir, "w.npy");
+  writeNpy(wide, new BigInt64Array([1n, 2n ** 40n]), [1, 2]);
+  assert.throws(() => readMatrixI32(wide), /does not fit int32/);
+  writeNpy(wide, new BigInt64Array([1n, -5n]), [1, 2]);
+  assert.deepEqual([...readMatrixI32(wide).data], [1, -5]);
 });
 
 test("npy: NumPy reads what we write", {

@@ -232,8 +232,8 @@ export function readMatrixF32Into(
   }
 }
 
-/** Reads a 2-D `.npy` matrix as float32 (float64 files are converted), checking its rank. */
-export function readMatrixF32(path: string): { rows: number; cols: number; data: Float32Array } {
+/** A 2-D `.npy` array, or BAD_FILE naming the file. */
+function readMatrix(path: string): { rows: number; cols: number; arr: NpyArray } {
   const arr = readNpy(path);
   if (arr.shape.length !== 2) {
     throw new SuperglobalError(
@@ -242,7 +242,12 @@ export function readMatrixF32(path: string): { rows: number; cols: number; data:
       { input: path },
     );
   }
-  const [rows, cols] = arr.shape as [number, number];
+  return { rows: arr.shape[0]!, cols: arr.shape[1]!, arr };
+}
+
+/** Reads a 2-D `.npy` matrix as float32 (float64 files are converted). */
+export function readMatrixF32(path: string): { rows: number; cols: number; data: Float32Array } {
+  const { rows, cols, arr } = readMatrix(path);
   if (arr.data instanceof Float32Array) return { rows, cols, data: arr.data };
   if (arr.data instanceof Float64Array) return { rows, cols, data: Float32Array.from(arr.data) };
   throw new SuperglobalError(
@@ -254,21 +259,25 @@ export function readMatrixF32(path: string): { rows: number; cols: number; data:
   );
 }
 
-/** Reads a 2-D integer `.npy` matrix (int32 or int64) as int32. */
+/** Reads a 2-D integer `.npy` matrix (int32, or int64 within the int32 range) as int32. */
 export function readMatrixI32(path: string): { rows: number; cols: number; data: Int32Array } {
-  const arr = readNpy(path);
-  if (arr.shape.length !== 2) {
-    throw new SuperglobalError(
-      "BAD_FILE",
-      `${path}: expected a 2-D matrix but the array has shape (${arr.shape.join(", ")})`,
-      { input: path },
-    );
-  }
-  const [rows, cols] = arr.shape as [number, number];
+  const { rows, cols, arr } = readMatrix(path);
   if (arr.data instanceof Int32Array) return { rows, cols, data: arr.data };
   if (arr.data instanceof BigInt64Array) {
     const out = new Int32Array(arr.data.length);
-    for (let i = 0; i < out.length; i++) out[i] = Number(arr.data[i]);
+    for (let i = 0; i < out.length; i++) {
+      const v = arr.data[i]!;
+      if (v < -2147483648n || v > 2147483647n) {
+        throw new SuperglobalError(
+          "BAD_FILE",
+          `${path}: value ${v} at index ${i} does not fit int32`,
+          {
+            input: path,
+          },
+        );
+      }
+      out[i] = Number(v);
+    }
     return { rows, cols, data: out };
   }
   throw new SuperglobalError(

@@ -27,7 +27,7 @@ import {
   SuperglobalError,
 } from "../errors.ts";
 import { argsortDesc } from "../index/topk.ts";
-import { gramFloat64, OnnxGram } from "./gram.ts";
+import { dotRows, gramFloat64, OnnxGram } from "./gram.ts";
 
 /** Descriptors may be float32 (as stored) or float64 (e.g. exact test vectors). */
 export type Vectors = Float32Array | Float64Array;
@@ -120,23 +120,6 @@ function checkVectorMatrix(name: string, m: VectorMatrix): void {
       { input: name },
     );
   }
-}
-
-/** g_b·g_c in float64 (rows of one matrix). */
-function dotRows(g: Vectors, bo: number, co: number, d: number): number {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  let i = 0;
-  for (; i + 3 < d; i += 4) {
-    s0 += g[bo + i]! * g[co + i]!;
-    s1 += g[bo + i + 1]! * g[co + i + 1]!;
-    s2 += g[bo + i + 2]! * g[co + i + 2]!;
-    s3 += g[bo + i + 3]! * g[co + i + 3]!;
-  }
-  for (; i < d; i++) s0 += g[bo + i]! * g[co + i]!;
-  return s0 + s1 + (s2 + s3);
 }
 
 /** v·g_c in float64, for a float64 vector v (kept apart from dotRows so each stays monomorphic). */
