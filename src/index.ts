@@ -2,7 +2,7 @@
  * The superglobal library: what `import … from "superglobal"` gives, in pipeline order.
  */
 
-export { Backbone } from "./backbone/backbone.ts";
+export { Backbone, buildModel } from "./backbone/backbone.ts";
 export { loadCheckpoint } from "./checkpoint/load.ts";
 export type { StateDict, Tensor } from "./checkpoint/state-dict.ts";
 export {
