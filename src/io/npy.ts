@@ -89,11 +89,16 @@ function parseHeader(text: string, path: string): { dtype: NpyDtype; shape: numb
   return { dtype, shape };
 }
 
-function readFully(fd: number, target: Uint8Array, position: number, path: string): void {
+/**
+ * Fills the bytes of `target` from the file at `position`. Works through byte views of at most
+ * CHUNK bytes, since one Uint8Array view cannot span more than 2^32 bytes (a 1M x 2048 matrix).
+ */
+function readFully(fd: number, target: ArrayBufferView, position: number, path: string): void {
   let done = 0;
-  while (done < target.length) {
-    const want = Math.min(CHUNK, target.length - done);
-    const got = readSync(fd, target, done, want, position + done);
+  while (done < target.byteLength) {
+    const want = Math.min(CHUNK, target.byteLength - done);
+    const view = new Uint8Array(target.buffer, target.byteOffset + done, want);
+    const got = readSync(fd, view, 0, want, position + done);
     if (got === 0) {
       throw new SuperglobalError("BAD_FILE", `${path}: file is truncated`, { input: path });
     }
@@ -161,7 +166,7 @@ export function readNpy(path: string): NpyArray {
       dtype,
       shape.reduce((a, b) => a * b, 1),
     );
-    readFully(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), dataStart, path);
+    readFully(fd, data, dataStart, path);
     return { dtype, shape, data };
   } finally {
     closeSync(fd);
@@ -206,17 +211,12 @@ export function readMatrixF32Into(
       );
     }
     if (dtype === "float32") {
-      readFully(
-        fd,
-        new Uint8Array(target.buffer, target.byteOffset + offset * 4, length * 4),
-        dataStart,
-        path,
-      );
+      readFully(fd, target.subarray(offset, offset + length), dataStart, path);
     } else if (dtype === "float64") {
       const chunk = new Float64Array(CHUNK / 8);
       for (let done = 0; done < length; done += chunk.length) {
         const part = chunk.subarray(0, Math.min(chunk.length, length - done));
-        readFully(fd, new Uint8Array(part.buffer, 0, part.length * 8), dataStart + done * 8, path);
+        readFully(fd, part, dataStart + done * 8, path);
         target.set(part, offset + done);
       }
     } else {
@@ -317,9 +317,13 @@ export function writeNpy(path: string, data: NpyData, shape: number[]): void {
   const fd = openSync(path, "w");
   try {
     writeSync(fd, headerBytes(dtypeOf(data), shape));
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    for (let off = 0; off < bytes.length; off += CHUNK) {
-      const part = bytes.subarray(off, Math.min(off + CHUNK, bytes.length));
+    // Byte views of at most CHUNK bytes: one view cannot span more than 2^32 bytes.
+    for (let off = 0; off < data.byteLength; off += CHUNK) {
+      const part = new Uint8Array(
+        data.buffer,
+        data.byteOffset + off,
+        Math.min(CHUNK, data.byteLength - off),
+      );
       let written = 0;
       while (written < part.length) written += writeSync(fd, part, written);
     }
