@@ -41,6 +41,11 @@ function describe(value: unknown): string {
   return `${typeof value} ${String(value)}`;
 }
 
+/** A BAD_FILE error in the uniform style: "<file>: <what is wrong>". */
+export function badFile(file: string, what: string): SuperglobalError {
+  return new SuperglobalError("BAD_FILE", `${file}: ${what}`, { input: file });
+}
+
 export function assertInteger(
   name: string,
   value: unknown,

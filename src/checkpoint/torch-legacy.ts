@@ -2,11 +2,11 @@
  * The legacy (pre-1.6) `torch.save` stream: pickles back to back — magic number, protocol
  * version, sys_info, the object graph, the list of storage keys — then, for each key in that
  * order, an int64 little-endian element count and the raw storage bytes. Only the container is
- * handled here; the caller's unpickle options interpret the object graph (see load.ts).
+ * handled here; the caller's unpickle options interpret the object graph (see torch-tensors.ts).
  */
 import { SuperglobalError } from "../errors.ts";
 import { PickleEndError, type UnpickleOptions, unpickleAt } from "../io/pickle.ts";
-import type { ByteSource } from "./load.ts";
+import type { ByteSource } from "./byte-source.ts";
 
 export interface TorchLegacy {
   /** The object graph (the main pickle). */

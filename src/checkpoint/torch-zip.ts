@@ -1,12 +1,12 @@
 /**
  * The zip container of `torch.save` (PyTorch ≥ 1.6): `<prefix>/data.pkl` (the object graph),
  * `<prefix>/data/<key>` (raw storage bytes), `<prefix>/version`. Only the container is read here;
- * load.ts interprets the pickle. The central directory is parsed directly, with random access, so
+ * torch-tensors.ts interprets the pickle. The central directory is parsed directly, with random access, so
  * each record is read once and only when asked for (big checkpoints never sit whole in memory).
  */
 import * as zlib from "node:zlib";
 import { SuperglobalError } from "../errors.ts";
-import type { ByteSource } from "./load.ts";
+import type { ByteSource } from "./byte-source.ts";
 
 export interface TorchZip {
   /** The archive's top folder (torch names it after the file, e.g. "cvnet_r50_random"). */
