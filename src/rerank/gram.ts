@@ -37,7 +37,6 @@ export function gramFloat64(g: Float32Array | Float64Array, m: number, d: number
   for (let b0 = 0; b0 < m; b0 += BLOCK) {
     const b1 = Math.min(m, b0 + BLOCK);
     for (let c = b0; c < m; c++) {
-      const co = c * d;
       for (let b = b0; b < Math.min(b1, c + 1); b++) {
         const s = dotRows(g, b * d, c * d, d);
         a[b * m + c] = s;
