@@ -70,6 +70,23 @@ with torch.inference_mode():
         rows.append({"image": path, **best})
         descs.append(d.numpy()[0])
 
+# The backbone alone (stem..s4) at the three scale sizes of the first image, to tell the runtime's
+# share from the pipeline's: same weights, same sizes as the full run.
+backbone_ms = {}
+enc = model.encoder_q
+with torch.inference_mode():
+    x0 = prepare(args.images[0])
+    h, w = x0.shape[-2:]
+    for s in [0.7071, 1.0, 1.4142]:
+        xs = torch.nn.functional.interpolate(x0, size=(int(h * s), int(w * s)), mode="bilinear", align_corners=False)
+        enc.s4(enc.s3(enc.s2(enc.s1(enc.stem(xs)))))
+        runs = []
+        for _ in range(max(2, args.repeat)):
+            t = time.perf_counter()
+            enc.s4(enc.s3(enc.s2(enc.s1(enc.stem(xs)))))
+            runs.append((time.perf_counter() - t) * 1000)
+        backbone_ms[f"{int(h * s)}x{int(w * s)}"] = min(runs)
+
 np.save(args.out, np.stack(descs).astype(np.float32))
 peak_mb = None
 try:
@@ -78,4 +95,4 @@ try:
 except Exception:
     pass
 print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "load_ms": load_ms,
-                  "peak_rss_mb": peak_mb, "images": rows}))
+                  "peak_rss_mb": peak_mb, "images": rows, "backbone_ms": backbone_ms}))

@@ -1,0 +1,17 @@
+/**
+ * `npm run bench -- <name> [options]`: speed and memory benchmarks, each against a peer run in the
+ * same invocation (the official PyTorch code, faiss), with ratios; results go to bench/results/.
+ */
+const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
+  extract: () => import("./extract.ts"),
+  rerank: () => import("./rerank.ts"),
+  search: () => import("./search.ts"),
+};
+
+const [name, ...args] = process.argv.slice(2);
+const load = name === undefined ? undefined : benches[name];
+if (load === undefined) {
+  process.stderr.write(`usage: npm run bench -- <${Object.keys(benches).join("|")}> [options]\n`);
+  process.exit(2);
+}
+await (await load()).main(args);
