@@ -44,10 +44,26 @@ const MAX_CHUNK_ROWS = 2 ** 24;
 /** Floats in one [queries × rows] score block handed back by onnxruntime (64 MiB). */
 const BLOCK_FLOATS = 1 << 24;
 
-/** Validates a matrix argument: its data length and positive dimensions. */
-export function checkMatrix(name: string, m: Float32Matrix, minRows = 0): void {
-  if (m === null || typeof m !== "object" || !(m.data instanceof Float32Array)) {
-    invalidArgument(name, "a matrix { data: Float32Array, rows, cols }", m);
+/**
+ * Validates a matrix argument: its type, data length and positive dimensions. Float64 data is
+ * accepted only where the caller says so (the reranker takes exact float64 test vectors).
+ */
+export function checkMatrix(
+  name: string,
+  m: { data: Float32Array | Float64Array; rows: number; cols: number },
+  minRows = 0,
+  allowFloat64 = false,
+): void {
+  const typeOk =
+    m !== null &&
+    typeof m === "object" &&
+    (m.data instanceof Float32Array || (allowFloat64 && m.data instanceof Float64Array));
+  if (!typeOk) {
+    invalidArgument(
+      name,
+      `a matrix { data: Float32Array${allowFloat64 ? " | Float64Array" : ""}, rows, cols }`,
+      m,
+    );
   }
   assertInteger(`${name}.rows`, m.rows, minRows);
   assertInteger(`${name}.cols`, m.cols, 1);

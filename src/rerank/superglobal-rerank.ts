@@ -26,6 +26,7 @@ import {
   invalidArgument,
   SuperglobalError,
 } from "../errors.ts";
+import { checkMatrix } from "../index/exact-search.ts";
 import { argsortDesc } from "../index/topk.ts";
 import { dotRows, gramFloat64, OnnxGram } from "./gram.ts";
 
@@ -105,21 +106,6 @@ function float32DotBound(d: number, roundedInputs: boolean): number {
 
 function isVectors(value: unknown): value is Vectors {
   return value instanceof Float32Array || value instanceof Float64Array;
-}
-
-function checkVectorMatrix(name: string, m: VectorMatrix): void {
-  if (m === null || typeof m !== "object" || !isVectors(m.data)) {
-    invalidArgument(name, "a matrix { data: Float32Array | Float64Array, rows, cols }", m);
-  }
-  assertInteger(`${name}.rows`, m.rows, 0);
-  assertInteger(`${name}.cols`, m.cols, 1);
-  if (m.data.length !== m.rows * m.cols) {
-    throw new SuperglobalError(
-      "INVALID_ARGUMENT",
-      `${name}.data has ${m.data.length} values but ${name} is ${m.rows}×${m.cols} (${m.rows * m.cols})`,
-      { input: name },
-    );
-  }
 }
 
 /** v·g_c in float64, for a float64 vector v (kept apart from dotRows so each stays monomorphic). */
@@ -258,8 +244,8 @@ export class SuperGlobalReranker {
     queries: VectorMatrix,
     ranks: Int32Matrix,
   ): Promise<RerankRanksResult> {
-    checkVectorMatrix("db", db);
-    checkVectorMatrix("queries", queries);
+    checkMatrix("db", db, 0, true);
+    checkMatrix("queries", queries, 0, true);
     if (ranks === null || typeof ranks !== "object" || !(ranks.data instanceof Int32Array)) {
       invalidArgument("ranks", "a matrix { data: Int32Array, rows, cols }", ranks);
     }
