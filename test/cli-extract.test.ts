@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, test } from "node:test";
@@ -90,9 +90,35 @@ test(
     check(rows(fromCheckpoint), "--checkpoint");
 
     const fromModel = join(dir, "from-model.npy");
-    const b = cli("extract", ...inputs, "--model", model, "--threads", "2", "--out", fromModel);
+    const cache = join(dir, "cache");
+    const b = cli(
+      "extract",
+      ...inputs,
+      "--model",
+      model,
+      "--threads",
+      "2",
+      "--cache",
+      cache,
+      "--out",
+      fromModel,
+    );
     assert.equal(b.status, 1, b.stderr);
     check(rows(fromModel), "--model");
+    // The cache holds the good rows (not the failed one); a rerun reads them back.
+    const keys = readFileSync(join(cache, "keys.txt"), "utf8").trim().split("\n");
+    assert.deepEqual(
+      keys,
+      images.map((p) => resolve(p)),
+    );
+    const again = join(dir, "again.npy");
+    const b2 = cli("extract", ...inputs, "--model", model, "--cache", cache, "--out", again);
+    assert.equal(b2.status, 1, b2.stderr);
+    check(rows(again), "--cache rerun");
+    assert.equal(
+      readFileSync(join(cache, "keys.txt"), "utf8").trim().split("\n").length,
+      images.length,
+    );
 
     // An option that contradicts the saved model is refused, naming it.
     const c = cli(

@@ -1,11 +1,15 @@
 /**
  * `superglobal extract`: SuperGlobal descriptors of images into a float32 [N, 2048] .npy, rows in
  * input order. A bad image is reported by name, its row is NaN, and the others are still done;
- * the exit code is 1 if any image failed.
+ * the exit code is 1 if any image failed. With --cache, descriptors are kept on disk as they are
+ * made, so a long job that is interrupted resumes where it stopped.
  */
+
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import { DESCRIPTOR_DIM, Extractor } from "../../descriptor/extractor.ts";
 import type { Depth, ExtractorOptions, ScaleSet } from "../../descriptor/options.ts";
+import { DescriptorStore } from "../../descriptor/store.ts";
 import { SuperglobalError } from "../../errors.ts";
 import { writeNpy } from "../../io/npy.ts";
 import { boxOption, choiceOption, intOption } from "../options.ts";
@@ -22,6 +26,7 @@ interface ExtractFlags {
   sgem: boolean;
   relup: boolean;
   threads?: number;
+  cache?: string;
   out: string;
 }
 
@@ -48,6 +53,10 @@ export function register(program: Command): void {
       "--threads <n>",
       "onnxruntime threads (default: all cores)",
       intOption("--threads", 1, 1024),
+    )
+    .option(
+      "--cache <dir>",
+      "keep each descriptor in <dir> as it is made: a rerun after an interruption reuses them",
     )
     .requiredOption("--out <file>", "output .npy")
     .action(async (images: string[], flags: ExtractFlags, command: Command) => {
@@ -89,16 +98,27 @@ export async function runExtract(
       Object.assign(options, { [name]: flags[name] });
   }
   const extractor = await Extractor.create(options);
+  const store =
+    flags.cache === undefined
+      ? undefined
+      : DescriptorStore.open(flags.cache, DESCRIPTOR_DIM, {
+          source: extractor.source,
+          ...extractor.options,
+          threads: undefined,
+        });
   const out = new Float32Array(images.length * DESCRIPTOR_DIM);
   const failures: string[] = [];
   const bar = progress("extract", images.length);
   try {
     for (const [i, path] of images.entries()) {
       try {
-        const d = await extractor.extract(
-          path,
-          flags.bbox === undefined ? {} : { bbox: flags.bbox },
-        );
+        const key =
+          flags.bbox === undefined ? resolve(path) : `${resolve(path)} ${flags.bbox.join(",")}`;
+        let d = store?.get(key);
+        if (d === undefined) {
+          d = await extractor.extract(path, flags.bbox === undefined ? {} : { bbox: flags.bbox });
+          store?.add(key, d);
+        }
         out.set(d, i * DESCRIPTOR_DIM);
       } catch (error) {
         if (!(error instanceof SuperglobalError)) throw error;
@@ -110,6 +130,7 @@ export async function runExtract(
     }
   } finally {
     bar.stop();
+    store?.close();
     await extractor.release();
   }
   writeNpy(flags.out, out, [images.length, DESCRIPTOR_DIM]);
