@@ -15,6 +15,7 @@ import { readGroundTruth } from "../src/eval/ground-truth.ts";
 import { revisitopJson } from "../src/eval/report.ts";
 import { evaluateRevisitop } from "../src/eval/revisitop-map.ts";
 import { bruteForceSearch } from "../src/index/brute-force.ts";
+import { writeNpy } from "../src/io/npy.ts";
 import { SuperGlobalReranker } from "../src/rerank/superglobal-rerank.ts";
 import { assetsDir, fixture, sharedOnly } from "./helpers/shared.ts";
 
@@ -118,6 +119,48 @@ test(
     assert.deepEqual(got.global, expectGlobal);
     assert.deepEqual(got.rerank, expectRerank);
     assert.equal(got.dataset, "roxford5k");
+
+    // +distractors: rows from two files (float32 and float64) appended after the dataset, in order.
+    const extra = [
+      Float32Array.from({ length: 3 * DESCRIPTOR_DIM }, (_, i) => Math.sin(i * 0.37)),
+      Float64Array.from({ length: 2 * DESCRIPTOR_DIM }, (_, i) => Math.cos(i * 0.11)),
+    ];
+    const files = extra.map((m, i) => {
+      const path = join(dataDir, `distractors${i}.npy`);
+      writeNpy(path, m, [m.length / DESCRIPTOR_DIM, DESCRIPTOR_DIM]);
+      return path;
+    });
+    const Xd = new Float32Array(X.length + 5 * DESCRIPTOR_DIM);
+    Xd.set(X);
+    Xd.set(extra[0]!, X.length);
+    Xd.set(extra[1]!, X.length + 3 * DESCRIPTOR_DIM);
+    const dbd = { data: Xd, rows: db.rows + 5, cols: DESCRIPTOR_DIM };
+    const ranksD = bruteForceSearch(dbd, queries, dbd.rows).ids;
+    const rerankerD = await SuperGlobalReranker.create();
+    const rerankedD = await rerankerD.rerankRanks(dbd, queries, {
+      data: ranksD,
+      rows: queries.rows,
+      cols: dbd.rows,
+    });
+    await rerankerD.release();
+    const withD = spawnSync(
+      process.execPath,
+      ["--import", "tsx", cli, ...args(), "--distractors", ...files],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(withD.status, 0, withD.stderr);
+    const gotD = JSON.parse(withD.stdout.trim());
+    assert.equal(gotD.distractors, 5);
+    assert.deepEqual(
+      gotD.global,
+      revisitopJson(evaluateRevisitop(ranksD, queries.rows, dbd.rows, gt)),
+    );
+    assert.deepEqual(
+      gotD.rerank,
+      revisitopJson(evaluateRevisitop(rerankedD.ranks, queries.rows, dbd.rows, gt)),
+    );
 
     // Everything is cached: the second run extracts nothing and prints the same.
     const keys = readFileSync(join(dataDir, "roxford5k", "superglobal-cache", "keys.txt"), "utf8")

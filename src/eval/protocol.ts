@@ -28,8 +28,8 @@ export interface RevisitopRunOptions {
   extractor: Extractor;
   /** Where descriptors are cached; default `<dataDir>/<dataset>/superglobal-cache`. */
   cacheDir?: string;
-  /** Extra distractor descriptors (.npy [n, 2048], e.g. revisitop1m), appended after the dataset. */
-  distractors?: string;
+  /** Extra distractor descriptors (.npy files [n, 2048], e.g. revisitop1m in batches), appended in order after the dataset. */
+  distractors?: readonly string[];
   rerank?: Omit<SuperGlobalRerankOptions, "threads">;
   threads?: number;
   /** Called after each image: done of total, and the image's name. */
@@ -69,15 +69,17 @@ export async function runRevisitop(options: RevisitopRunOptions): Promise<Revisi
 
   // X = [database; distractors], Q = queries; zero rows for images that failed.
   const n = gt.imlist.length;
-  const extra = options.distractors === undefined ? 0 : distractorRows(options.distractors);
+  const distractors = options.distractors ?? [];
+  const extra = distractors.reduce((sum, path) => sum + distractorRows(path), 0);
   const N = n + extra;
   const X = new Float32Array(N * DESCRIPTOR_DIM);
   gt.imlist.forEach((name, i) => {
     const v = store.get(`db/${name}`);
     if (v !== undefined) X.set(v, i * DESCRIPTOR_DIM);
   });
-  if (options.distractors !== undefined)
-    readMatrixF32Into(options.distractors, X, n * DESCRIPTOR_DIM, DESCRIPTOR_DIM);
+  let row = n;
+  for (const path of distractors)
+    row += readMatrixF32Into(path, X, row * DESCRIPTOR_DIM, DESCRIPTOR_DIM);
   const nq = gt.qimlist.length;
   const Q = new Float32Array(nq * DESCRIPTOR_DIM);
   gt.qimlist.forEach((name, i) => {

@@ -15,7 +15,7 @@ export interface EvalDatasetOptions {
   checkpoint?: string;
   model?: string;
   depth: Depth;
-  distractors?: string;
+  distractors?: string[];
   cacheDir?: string;
   threads?: number;
   json?: boolean;

@@ -18,7 +18,7 @@ interface EvalFlags {
   checkpoint?: string;
   model?: string;
   depth: Depth;
-  distractors?: string;
+  distractors?: string[];
   cacheDir?: string;
   threads?: number;
   json?: boolean;
@@ -49,7 +49,7 @@ export function register(program: Command): void {
       choiceOption("--depth", [50, 101] as const),
       50,
     )
-    .option("--distractors <file>", "extra distractor descriptors .npy [n, 2048] (+1M)")
+    .option("--distractors <files...>", "extra distractor descriptors, .npy [n, 2048] each (+1M)")
     .option(
       "--cache-dir <dir>",
       "descriptor cache (default <data-dir>/<dataset>/superglobal-cache)",
