@@ -12,6 +12,7 @@ import { before, test } from "node:test";
 import sharp from "sharp";
 import { DESCRIPTOR_DIM, Extractor } from "../src/descriptor/extractor.ts";
 import { readGroundTruth } from "../src/eval/ground-truth.ts";
+import { runRevisitop } from "../src/eval/protocol.ts";
 import { revisitopJson } from "../src/eval/report.ts";
 import { evaluateRevisitop } from "../src/eval/revisitop-map.ts";
 import { bruteForceSearch } from "../src/index/brute-force.ts";
@@ -270,3 +271,38 @@ test("eval --dataset: a missing ground truth file is a clear error", () => {
   assert.equal(r.status, 1);
   assert.match(r.stderr, /gnd_rparis6k/);
 });
+
+test(
+  "runRevisitop: progress reports every image once, in order, up to the total",
+  sharedOnly,
+  async () => {
+    const extractor = await Extractor.create({
+      checkpoint: fixture("cvnet_r50_random.pyth"),
+      threads: 2,
+    });
+    const seen: Array<[number, number, string]> = [];
+    try {
+      const result = await runRevisitop({
+        dataset: "roxford5k",
+        dataDir,
+        extractor,
+        onProgress: (done, total, name) => seen.push([done, total, name]),
+      });
+      assert.equal(result.failures.length, 0);
+      assert.equal(result.queries, gnd.qimlist.length);
+      assert.equal(result.database, gnd.imlist.length);
+    } finally {
+      await extractor.release();
+    }
+    const total = gnd.qimlist.length + gnd.imlist.length;
+    assert.equal(seen.length, total);
+    seen.forEach(([done, t], i) => {
+      assert.equal(done, i + 1);
+      assert.equal(t, total);
+    });
+    assert.deepEqual(
+      seen.map(([, , name]) => name),
+      [...gnd.qimlist, ...gnd.imlist],
+    );
+  },
+);
