@@ -7,6 +7,8 @@
 import type { StateDict } from "../checkpoint/state-dict.ts";
 import { getFloat32, requireKeys } from "../checkpoint/state-dict.ts";
 import { invalidArgument } from "../errors.ts";
+import { GEM_BASELINE_EPS, GEM_PLUS } from "../pooling/gem.ts";
+import { RGEM } from "../pooling/regional-gem.ts";
 import type { OnnxGraph } from "../runtime/onnx-graph.ts";
 
 /** Which SuperGlobal pooling modules the head applies (both default on, as `SupG` does). */
@@ -29,12 +31,6 @@ export interface HeadWeights {
 export const DESCRIPTOR_DIM = 2048;
 export const VECTOR_OUTPUT = "vector";
 
-/** SuperGlobal's constants (`gemp.py`, `rgem.py`) and CVNet's GeM eps. */
-export const GEM_PLUS_P = 4.6;
-export const GEM_PLUS_EPS = 1e-8;
-export const GEM_BASELINE_EPS = 1e-6;
-export const RGEM_P = 2.5;
-export const RGEM_SIZE = 5;
 /** `F.normalize`'s eps. */
 const NORMALIZE_EPS = 1e-12;
 
@@ -87,7 +83,7 @@ export function appendDescriptorHead(
   const scalar = (name: string, v: number) => graph.floatInit(name, [], new Float32Array([v]));
   let x = s4;
   if (options.rgem) x = regionalGem(graph, x, scalar);
-  const [p, eps] = options.gemp ? [GEM_PLUS_P, GEM_PLUS_EPS] : [weights.poolP, GEM_BASELINE_EPS];
+  const [p, eps] = options.gemp ? [GEM_PLUS.p, GEM_PLUS.eps] : [weights.poolP, GEM_BASELINE_EPS];
   // GeM: (mean_hw clamp(x, eps)^p)^(1/p).
   const clamped = graph.node("Clip", [x, scalar("gem.eps", eps)], {}, ["gem.clamped"])[0];
   const powered = power(graph, clamped, p, "gem", scalar);
@@ -123,15 +119,15 @@ type Scalar = (name: string, v: number) => string;
  */
 function regionalGem(graph: OnnxGraph, x: string, scalar: Scalar): string {
   // The power is element-wise, so it commutes with the padding: taken first, on fewer values.
-  const powered = power(graph, x, RGEM_P, "rgem", scalar);
+  const powered = power(graph, x, RGEM.p, "rgem", scalar);
   const padded = reflectPad2(graph, powered);
   const mean = graph.node(
     "AveragePool",
     [padded],
-    { kernel_shape: [RGEM_SIZE, RGEM_SIZE], strides: [1, 1] },
+    { kernel_shape: [RGEM.size, RGEM.size], strides: [1, 1] },
     ["rgem.mean"],
   )[0];
-  const root = power(graph, mean, 1 / RGEM_P, "rgem.root", scalar);
+  const root = power(graph, mean, 1 / RGEM.p, "rgem.root", scalar);
   const sum = graph.node("Add", [root, x], {}, ["rgem.sum"])[0];
   return graph.node("Mul", [sum, scalar("rgem.half", 0.5)], {}, ["rgem"])[0];
 }

@@ -5,6 +5,9 @@
 import { assertInteger, assertNumber, invalidArgument } from "../errors.ts";
 import { checkFeatureMap, type FeatureMap } from "./gem.ts";
 
+/** SuperGlobal's Regional-GeM constants (`rgem.py`): power 2.5 over 5×5 windows. */
+export const RGEM = { p: 2.5, size: 5 } as const;
+
 /**
  * `0.5 · (mean_{5×5} pad(x)^p)^(1/p) + 0.5 · x` per channel, same shape, p = 2.5 and size 5 by
  * default (the official `0.5·LPPool2d(ReflectionPad2d(x / 25^(1/p))) + 0.5·x`, the same up to
@@ -18,7 +21,11 @@ import { checkFeatureMap, type FeatureMap } from "./gem.ts";
  * alternates its two values. Negative inputs give NaN as in torch (`pow` of a negative to 2.5);
  * the conv5 maps that feed this are ReLU outputs, so none occur.
  */
-export function regionalGem(map: FeatureMap, p = 2.5, size = 5): FeatureMap {
+export function regionalGem(
+  map: FeatureMap,
+  p: number = RGEM.p,
+  size: number = RGEM.size,
+): FeatureMap {
   checkFeatureMap("map", map);
   assertNumber("p", p, Number.MIN_VALUE);
   assertInteger("size", size, 1);
