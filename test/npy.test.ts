@@ -86,6 +86,10 @@ test("npy: bad files fail with an error naming them", () => {
       (e: unknown) => e instanceof SuperglobalError && e.message.includes(path),
     );
   }
+  assert.throws(
+    () => writeNpy(join(dir, "no-such-folder", "x.npy"), new Float32Array(1), [1]),
+    (e: unknown) => e instanceof SuperglobalError && e.message.includes("no-such-folder"),
+  );
   const cube = join(dir, "c.npy");
   writeNpy(cube, new Float32Array(8), [2, 2, 2]);
   assert.throws(() => readMatrixF32(cube), /2-D/);

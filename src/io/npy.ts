@@ -314,7 +314,15 @@ export function writeNpy(path: string, data: NpyData, shape: number[]): void {
       { input: path },
     );
   }
-  const fd = openSync(path, "w");
+  let fd: number;
+  try {
+    fd = openSync(path, "w");
+  } catch (cause) {
+    throw new SuperglobalError("NOT_FOUND", `${path}: cannot write (${(cause as Error).message})`, {
+      input: path,
+      cause,
+    });
+  }
   try {
     writeSync(fd, headerBytes(dtypeOf(data), shape));
     // Byte views of at most CHUNK bytes: one view cannot span more than 2^32 bytes.
@@ -327,6 +335,12 @@ export function writeNpy(path: string, data: NpyData, shape: number[]): void {
       let written = 0;
       while (written < part.length) written += writeSync(fd, part, written);
     }
+  } catch (cause) {
+    // A full disk, say: name the file rather than surface a bare errno.
+    throw new SuperglobalError("BAD_FILE", `${path}: write failed (${(cause as Error).message})`, {
+      input: path,
+      cause,
+    });
   } finally {
     closeSync(fd);
   }

@@ -4,10 +4,9 @@
  */
 import type { Command } from "commander";
 import { invalidArgument, SuperglobalError } from "../../errors.ts";
-import { readMatrixF32, readMatrixI32 } from "../../io/npy.ts";
+import { readMatrixF32, readMatrixI32, writeNpy } from "../../io/npy.ts";
 import { SuperGlobalReranker } from "../../rerank/superglobal-rerank.ts";
 import { floatOption, intOption } from "../options.ts";
-import { writeOutput } from "./search.ts";
 
 interface RerankFlags {
   db: string;
@@ -80,7 +79,7 @@ export async function runRerank(flags: RerankFlags): Promise<void> {
   });
   try {
     const result = await reranker.rerankRanks(db, queries, ranks);
-    writeOutput(flags.out, result.ranks, [result.rows, result.cols]);
+    writeNpy(flags.out, result.ranks, [result.rows, result.cols]);
   } finally {
     await reranker.release();
   }

@@ -6,7 +6,7 @@
 import type { Command } from "commander";
 import { SuperglobalError } from "../../errors.ts";
 import { ExactSearch } from "../../index/exact-search.ts";
-import { type NpyData, readMatrixF32, writeNpy } from "../../io/npy.ts";
+import { readMatrixF32, writeNpy } from "../../io/npy.ts";
 import { intOption } from "../options.ts";
 
 interface SearchFlags {
@@ -68,23 +68,9 @@ export async function runSearch(flags: SearchFlags): Promise<void> {
   });
   try {
     const result = await search.search(db, queries, flags.top ?? db.rows);
-    writeOutput(flags.out, result.ids, [queries.rows, result.k]);
-    if (flags.scores !== undefined)
-      writeOutput(flags.scores, result.scores, [queries.rows, result.k]);
+    writeNpy(flags.out, result.ids, [queries.rows, result.k]);
+    if (flags.scores !== undefined) writeNpy(flags.scores, result.scores, [queries.rows, result.k]);
   } finally {
     await search.release();
-  }
-}
-
-/** writeNpy, with failures (missing folder, no permission) reported against the file. */
-export function writeOutput(path: string, data: NpyData, shape: number[]): void {
-  try {
-    writeNpy(path, data, shape);
-  } catch (cause) {
-    if (cause instanceof SuperglobalError) throw cause;
-    throw new SuperglobalError("NOT_FOUND", `${path}: cannot write (${(cause as Error).message})`, {
-      input: path,
-      cause,
-    });
   }
 }
