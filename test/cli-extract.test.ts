@@ -119,6 +119,27 @@ test(
       readFileSync(join(cache, "keys.txt"), "utf8").trim().split("\n").length,
       images.length,
     );
+    // --list: paths from a file (after any arguments), blank lines skipped; same rows.
+    const list = join(dir, "list.txt");
+    writeFileSync(list, `${inputs.slice(1).join("\n")}\n\n`);
+    const listed = join(dir, "listed.npy");
+    const l = cli(
+      "extract",
+      inputs[0] as string,
+      "--list",
+      list,
+      "--model",
+      model,
+      "--cache",
+      cache,
+      "--out",
+      listed,
+    );
+    assert.equal(l.status, 1, l.stderr);
+    check(rows(listed), "--list");
+    const none = cli("extract", "--model", model, "--out", listed);
+    assert.equal(none.status, 1);
+    assert.match(none.stderr, /no images/);
 
     // An option that contradicts the saved model is refused, naming it.
     const c = cli(

@@ -5,6 +5,7 @@
  * made, so a long job that is interrupted resumes where it stopped.
  */
 
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { DESCRIPTOR_DIM, Extractor } from "../../descriptor/extractor.ts";
@@ -27,14 +28,40 @@ interface ExtractFlags {
   relup: boolean;
   threads?: number;
   cache?: string;
+  list?: string;
   out: string;
+}
+
+/** Image paths from a list file: one per line; blank lines are skipped. */
+function readList(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (cause) {
+    throw new SuperglobalError(
+      "NOT_FOUND",
+      `${path}: cannot read the image list (${(cause as Error).message})`,
+      {
+        input: path,
+        cause,
+      },
+    );
+  }
+  return text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line.length > 0);
 }
 
 export function register(program: Command): void {
   program
     .command("extract")
     .description("SuperGlobal descriptors of images, written as a float32 [N, 2048] .npy")
-    .argument("<images...>", "image files (JPEG, PNG, WebP, TIFF, GIF)")
+    .argument("[images...]", "image files (JPEG, PNG, WebP, TIFF, GIF)")
+    .option(
+      "--list <file>",
+      "also read image paths from <file>, one per line (after the arguments)",
+    )
     .option("--checkpoint <file>", "CVNet checkpoint (CVPR2022_CVNet_R50.pyth or R101)")
     .option("--model <file>", "a model saved with `superglobal build-model` (faster start-up)")
     .option(
@@ -65,7 +92,11 @@ export function register(program: Command): void {
       const given = new Set(
         MODEL_OPTIONS.filter((name) => command.getOptionValueSource(name) === "cli"),
       );
-      await runExtract(images, flags, given);
+      await runExtract(
+        [...images, ...(flags.list === undefined ? [] : readList(flags.list))],
+        flags,
+        given,
+      );
     });
 }
 
@@ -81,6 +112,11 @@ export async function runExtract(
   flags: ExtractFlags,
   given: ReadonlySet<string> = new Set(MODEL_OPTIONS),
 ): Promise<void> {
+  if (images.length === 0) {
+    throw new SuperglobalError("INVALID_ARGUMENT", "no images: give image files or --list <file>", {
+      input: "images",
+    });
+  }
   if ((flags.checkpoint === undefined) === (flags.model === undefined)) {
     throw new SuperglobalError("INVALID_ARGUMENT", "give exactly one of --checkpoint or --model", {
       input: "--checkpoint",
