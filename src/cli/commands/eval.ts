@@ -3,26 +3,15 @@
  * (--gnd, --ranks) or the whole protocol from a dataset folder (--dataset, --data-dir).
  */
 import type { Command } from "commander";
-import type { Depth } from "../../descriptor/options.ts";
 import { SuperglobalError } from "../../errors.ts";
-import { DATASETS, type Dataset } from "../../eval/protocol.ts";
+import { DATASETS } from "../../eval/protocol.ts";
 import { choiceOption, intOption } from "../options.ts";
-import { runEvalDataset } from "./eval-dataset.ts";
+import { type EvalDatasetOptions, runEvalDataset } from "./eval-dataset.ts";
 import { runEvalRanks } from "./eval-ranks.ts";
 
-interface EvalFlags {
-  gnd?: string;
-  ranks?: string;
-  dataset?: Dataset;
-  dataDir?: string;
-  checkpoint?: string;
-  model?: string;
-  depth: Depth;
-  distractors?: string[];
-  cacheDir?: string;
-  threads?: number;
-  json?: boolean;
-}
+/** Both forms' flags: the dataset form's options (required ones optional here) plus --gnd/--ranks. */
+type EvalFlags = Partial<Pick<EvalDatasetOptions, "dataset" | "dataDir">> &
+  Omit<EvalDatasetOptions, "dataset" | "dataDir"> & { gnd?: string; ranks?: string };
 
 export function register(program: Command): void {
   program
