@@ -13,10 +13,10 @@ import { existsSync, mkdirSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { ExactSearch } from "../src/index/exact-search.ts";
 import { readMatrixF32, readMatrixI32, writeNpy } from "../src/io/npy.ts";
 import { OnnxGram } from "../src/rerank/gram.ts";
 import { SuperGlobalReranker } from "../src/rerank/superglobal-rerank.ts";
+import { ExactSearch } from "../src/search/exact-search.ts";
 import {
   contention,
   cpuTimes,

@@ -28,10 +28,10 @@ import {
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { ExactSearch } from "../src/index/exact-search.ts";
 import { readMatrixF32, readMatrixF32Into, readMatrixI32, writeNpy } from "../src/io/npy.ts";
 import { OnnxGraph } from "../src/runtime/onnx-graph.ts";
 import { OnnxSession } from "../src/runtime/session.ts";
+import { ExactSearch } from "../src/search/exact-search.ts";
 import {
   contention,
   cpuTimes,

@@ -15,9 +15,9 @@ import { type GroundTruth, readGroundTruth } from "../src/eval/ground-truth.ts";
 import { runRevisitop } from "../src/eval/protocol.ts";
 import { revisitopJson } from "../src/eval/report.ts";
 import { evaluateRevisitop } from "../src/eval/revisitop-map.ts";
-import { bruteForceSearch } from "../src/index/brute-force.ts";
 import { writeNpy } from "../src/io/npy.ts";
 import { SuperGlobalReranker } from "../src/rerank/superglobal-rerank.ts";
+import { bruteForceSearch } from "../src/search/brute-force.ts";
 import { assetsDir, fixture, sharedOnly } from "./helpers/shared.ts";
 
 const photos = join(assetsDir, "debian-photos");

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import type { Float32Matrix } from "../src/core/matrix.ts";
+import { argsortDesc, mergeTopK } from "../src/core/topk.ts";
 import { SuperglobalError } from "../src/errors.ts";
-import { bruteForceSearch } from "../src/index/brute-force.ts";
-import { ExactSearch, type Float32Matrix, type SearchResult } from "../src/index/exact-search.ts";
-import { argsortDesc, mergeTopK } from "../src/index/topk.ts";
+import { bruteForceSearch } from "../src/search/brute-force.ts";
+import { ExactSearch, type SearchResult } from "../src/search/exact-search.ts";
 
 /** Deterministic pseudo-random numbers in [0, 1). */
 function lcg(seed: number): () => number {

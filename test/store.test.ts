@@ -3,8 +3,8 @@ import { appendFileSync, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { DescriptorStore } from "../src/descriptor/store.ts";
 import { SuperglobalError } from "../src/errors.ts";
+import { DescriptorStore } from "../src/index/store.ts";
 
 const vec = (seed: number, dim: number) =>
   Float32Array.from({ length: dim }, (_, i) => Math.sin(seed * 31 + i));

@@ -5,7 +5,6 @@
  */
 import { statSync } from "node:fs";
 import { basename } from "node:path";
-import { Backbone, type BackboneOutput, type ModelOptions } from "../backbone/backbone.ts";
 import { loadCheckpoint } from "../checkpoint/load.ts";
 import { invalidArgument, SuperglobalError } from "../errors.ts";
 import { type Box, cropToBox } from "../image/crop.ts";
@@ -14,6 +13,7 @@ import { type ImageTensor, toInputTensor } from "../image/normalize.ts";
 import { resizeBilinear, scaledSize } from "../image/resize.ts";
 import { scaleGemMax, scaleMean } from "../pooling/scale-gem.ts";
 import { l2Normalize } from "../pooling/vector.ts";
+import { Backbone, type BackboneOutput, type ModelOptions } from "./model.ts";
 import {
   type ExtractorOptions,
   type ResolvedOptions,
@@ -21,7 +21,7 @@ import {
   SCALE_SETS,
 } from "./options.ts";
 
-export { DESCRIPTOR_DIM } from "../backbone/descriptor-head.ts";
+export { DESCRIPTOR_DIM } from "../pooling/head-graph.ts";
 
 /** Cumulative milliseconds spent in each stage since the extractor was created. */
 export interface StageTimes {

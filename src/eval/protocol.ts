@@ -7,14 +7,14 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DESCRIPTOR_DIM, type Extractor } from "../descriptor/extractor.ts";
-import { DescriptorStore } from "../descriptor/store.ts";
 import { assertOneOf, SuperglobalError } from "../errors.ts";
-import { ExactSearch } from "../index/exact-search.ts";
+import { DescriptorStore } from "../index/store.ts";
 import { npyInfo, readMatrixF32Into } from "../io/npy.ts";
 import {
   SuperGlobalReranker,
   type SuperGlobalRerankOptions,
 } from "../rerank/superglobal-rerank.ts";
+import { ExactSearch } from "../search/exact-search.ts";
 import { type GroundTruth, readGroundTruth } from "./ground-truth.ts";
 import { evaluateRevisitop, type Protocol, type ProtocolResult } from "./revisitop-map.ts";
 

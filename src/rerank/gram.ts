@@ -3,6 +3,7 @@
  * MDescAug. Two ways: an onnxruntime MatMul (float32, fast) and a blocked TypeScript product in
  * float64 that computes each symmetric pair once (slow, exact to float64 rounding).
  */
+import { dotRows } from "../core/dot.ts";
 import { OnnxGraph } from "../runtime/onnx-graph.ts";
 import { OnnxSession } from "../runtime/session.ts";
 
@@ -45,21 +46,4 @@ export function gramFloat64(g: Float32Array | Float64Array, m: number, d: number
     }
   }
   return a;
-}
-
-/** g_b·g_c in float64 for rows starting at offsets bo and co (four accumulators, for speed). */
-export function dotRows(g: Float32Array | Float64Array, bo: number, co: number, d: number): number {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  let i = 0;
-  for (; i + 3 < d; i += 4) {
-    s0 += g[bo + i]! * g[co + i]!;
-    s1 += g[bo + i + 1]! * g[co + i + 1]!;
-    s2 += g[bo + i + 2]! * g[co + i + 2]!;
-    s3 += g[bo + i + 3]! * g[co + i + 3]!;
-  }
-  for (; i < d; i++) s0 += g[bo + i]! * g[co + i]!;
-  return s0 + s1 + (s2 + s3);
 }

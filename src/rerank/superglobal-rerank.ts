@@ -19,6 +19,10 @@
  * float32 error bound is recomputed in float64 and the selection is made on those values; the
  * neighbour sets and weights are then those of a float64 computation.
  */
+
+import { dotRows, dotVector } from "../core/dot.ts";
+import { checkMatrix, type VectorMatrix, type Vectors } from "../core/matrix.ts";
+import { argsortDesc } from "../core/topk.ts";
 import {
   assertInteger,
   assertNumber,
@@ -26,19 +30,7 @@ import {
   invalidArgument,
   SuperglobalError,
 } from "../errors.ts";
-import { checkMatrix } from "../index/exact-search.ts";
-import { argsortDesc } from "../index/topk.ts";
-import { dotRows, gramFloat64, OnnxGram } from "./gram.ts";
-
-/** Descriptors may be float32 (as stored) or float64 (e.g. exact test vectors). */
-export type Vectors = Float32Array | Float64Array;
-
-/** A dense row-major matrix of descriptors. */
-export interface VectorMatrix {
-  data: Vectors;
-  rows: number;
-  cols: number;
-}
+import { gramFloat64, OnnxGram } from "./gram.ts";
 
 export interface SuperGlobalRerankOptions {
   /** Size of the reranked head (default 400). */
@@ -106,23 +98,6 @@ function float32DotBound(d: number, roundedInputs: boolean): number {
 
 function isVectors(value: unknown): value is Vectors {
   return value instanceof Float32Array || value instanceof Float64Array;
-}
-
-/** v·g_c in float64, for a float64 vector v (kept apart from dotRows so each stays monomorphic). */
-function dotVector(v: Float64Array, g: Vectors, go: number, d: number): number {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  let i = 0;
-  for (; i + 3 < d; i += 4) {
-    s0 += v[i]! * g[go + i]!;
-    s1 += v[i + 1]! * g[go + i + 1]!;
-    s2 += v[i + 2]! * g[go + i + 2]!;
-    s3 += v[i + 3]! * g[go + i + 3]!;
-  }
-  for (; i < d; i++) s0 += v[i]! * g[go + i]!;
-  return s0 + s1 + (s2 + s3);
 }
 
 /** out += w·g[go..go+d). */

@@ -5,8 +5,8 @@
  */
 import { writeFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { buildModel } from "../../backbone/backbone.ts";
 import { loadCheckpoint } from "../../checkpoint/load.ts";
+import { buildModel } from "../../descriptor/model.ts";
 import type { Depth } from "../../descriptor/options.ts";
 import { SuperglobalError } from "../../errors.ts";
 import { choiceOption } from "../options.ts";

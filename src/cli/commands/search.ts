@@ -5,8 +5,8 @@
  */
 import type { Command } from "commander";
 import { SuperglobalError } from "../../errors.ts";
-import { ExactSearch } from "../../index/exact-search.ts";
 import { readMatrixF32, writeNpy } from "../../io/npy.ts";
+import { ExactSearch } from "../../search/exact-search.ts";
 import { intOption } from "../options.ts";
 
 interface SearchFlags {

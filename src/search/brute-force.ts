@@ -3,8 +3,9 @@
  * but with nothing between the data and the answer; tests check the fast path against it.
  */
 
-import { checkSearchArguments, type Float32Matrix, type SearchResult } from "./exact-search.ts";
-import { argsortDesc } from "./topk.ts";
+import type { Float32Matrix } from "../core/matrix.ts";
+import { argsortDesc } from "../core/topk.ts";
+import { checkSearchArguments, type SearchResult } from "./exact-search.ts";
 
 /** Same contract and order as ExactSearch.search (score desc, then lower id first; k clamped). */
 export function bruteForceSearch(

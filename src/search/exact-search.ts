@@ -9,17 +9,12 @@
  * row falls in the kernel's blocking, so two identical rows can score 1-2 ulp apart and then come
  * out in score order rather than id order; data whose dot products are exact ties always obey it.
  */
+
+import { checkMatrix, type Float32Matrix } from "../core/matrix.ts";
+import { mergeTopK } from "../core/topk.ts";
 import { assertInteger, invalidArgument, SuperglobalError } from "../errors.ts";
 import { OnnxGraph } from "../runtime/onnx-graph.ts";
 import { OnnxSession } from "../runtime/session.ts";
-import { mergeTopK } from "./topk.ts";
-
-/** A dense row-major float32 matrix. */
-export interface Float32Matrix {
-  data: Float32Array;
-  rows: number;
-  cols: number;
-}
 
 /** Search output, query-major: row q holds the k best ids of query q, best first. */
 export interface SearchResult {
@@ -43,38 +38,6 @@ const DEFAULT_CHUNK_ROWS = 65536;
 const MAX_CHUNK_ROWS = 2 ** 24;
 /** Floats in one [queries × rows] score block handed back by onnxruntime (64 MiB). */
 const BLOCK_FLOATS = 1 << 24;
-
-/**
- * Validates a matrix argument: its type, data length and positive dimensions. Float64 data is
- * accepted only where the caller says so (the reranker takes exact float64 test vectors).
- */
-export function checkMatrix(
-  name: string,
-  m: { data: Float32Array | Float64Array; rows: number; cols: number },
-  minRows = 0,
-  allowFloat64 = false,
-): void {
-  const typeOk =
-    m !== null &&
-    typeof m === "object" &&
-    (m.data instanceof Float32Array || (allowFloat64 && m.data instanceof Float64Array));
-  if (!typeOk) {
-    invalidArgument(
-      name,
-      `a matrix { data: Float32Array${allowFloat64 ? " | Float64Array" : ""}, rows, cols }`,
-      m,
-    );
-  }
-  assertInteger(`${name}.rows`, m.rows, minRows);
-  assertInteger(`${name}.cols`, m.cols, 1);
-  if (m.data.length !== m.rows * m.cols) {
-    throw new SuperglobalError(
-      "INVALID_ARGUMENT",
-      `${name}.data has ${m.data.length} values but ${name} is ${m.rows}×${m.cols} (${m.rows * m.cols})`,
-      { input: name },
-    );
-  }
-}
 
 /** Shared argument checks of exact search (also used by the oracle); returns the clamped k. */
 export function checkSearchArguments(db: Float32Matrix, queries: Float32Matrix, k: number): number {

@@ -2,7 +2,7 @@
  * Generalised-mean pooling of a conv5 map to one value per channel: GeM+ (SuperGlobal, fixed p)
  * and CVNet's baseline GeM (the checkpoint's learned p) are the same formula with other constants.
  */
-import { assertNumber, invalidArgument } from "../errors.ts";
+import { assertNumber, invalidArgument } from "../../errors.ts";
 
 /** A C×H×W activation map, C-order (channel-major), batch 1 implied. */
 export interface FeatureMap {
@@ -12,10 +12,7 @@ export interface FeatureMap {
   width: number;
 }
 
-/** SuperGlobal's GeM+ constants (`modules/coarse_retrieval/gemp.py`), the same for R50 and R101. */
-export const GEM_PLUS = { p: 4.6, eps: 1e-8 } as const;
-/** The eps of CVNet's `GeneralizedMeanPoolingP`, used with `encoder_q.head.pool.p`. */
-export const GEM_BASELINE_EPS = 1e-6;
+export { GEM_BASELINE_EPS, GEM_PLUS } from "../constants.ts";
 
 /**
  * `(mean_hw clamp(x, eps)^p)^(1/p)` per channel, in float64 (`x.clamp(eps).pow(p)`,

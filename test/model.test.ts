@@ -3,28 +3,28 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { Backbone, buildModel } from "../src/backbone/backbone.ts";
-import { foldBatchNorm } from "../src/backbone/batchnorm.ts";
+import { foldBatchNorm } from "../src/backbone/cvnet/batchnorm.ts";
+import type { Depth } from "../src/backbone/cvnet/resnet-graph.ts";
+import {
+  backboneTensorShapes,
+  buildBackboneGraph,
+  buildBackboneModel,
+} from "../src/backbone/cvnet/resnet-graph.ts";
+import { loadCheckpoint } from "../src/checkpoint/load.ts";
+import type { StateDict } from "../src/checkpoint/state-dict.ts";
+import { Backbone, buildModel } from "../src/descriptor/model.ts";
+import { SuperglobalError } from "../src/errors.ts";
+import { resizeBilinear } from "../src/image/resize.ts";
+import { readNpy } from "../src/io/npy.ts";
 import {
   appendDescriptorHead,
   DESCRIPTOR_DIM,
   type HeadOptions,
   type HeadWeights,
   readHeadWeights,
-} from "../src/backbone/descriptor-head.ts";
-import type { Depth } from "../src/backbone/resnet-graph.ts";
-import {
-  backboneTensorShapes,
-  buildBackboneGraph,
-  buildBackboneModel,
-} from "../src/backbone/resnet-graph.ts";
-import { loadCheckpoint } from "../src/checkpoint/load.ts";
-import type { StateDict } from "../src/checkpoint/state-dict.ts";
-import { SuperglobalError } from "../src/errors.ts";
-import { resizeBilinear } from "../src/image/resize.ts";
-import { readNpy } from "../src/io/npy.ts";
-import { type FeatureMap, GEM_BASELINE_EPS, GEM_PLUS, gem } from "../src/pooling/gem.ts";
-import { regionalGem } from "../src/pooling/regional-gem.ts";
+} from "../src/pooling/head-graph.ts";
+import { type FeatureMap, GEM_BASELINE_EPS, GEM_PLUS, gem } from "../src/pooling/reference/gem.ts";
+import { regionalGem } from "../src/pooling/reference/regional-gem.ts";
 import { l2Normalize, linear } from "../src/pooling/vector.ts";
 import { OnnxGraph, readMetadata } from "../src/runtime/onnx-graph.ts";
 import { OnnxSession } from "../src/runtime/session.ts";

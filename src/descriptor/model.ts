@@ -5,18 +5,7 @@
  * weights, head and the build options (metadata).
  */
 import { readFile, writeFile } from "node:fs/promises";
-import type { StateDict } from "../checkpoint/state-dict.ts";
-import { assertInteger, invalidArgument, SuperglobalError } from "../errors.ts";
-import { readMetadata } from "../runtime/onnx-graph.ts";
-import { OnnxSession } from "../runtime/session.ts";
-import {
-  appendDescriptorHead,
-  DESCRIPTOR_DIM,
-  type HeadOptions,
-  readHeadWeights,
-  VECTOR_OUTPUT,
-} from "./descriptor-head.ts";
-import type { Depth } from "./resnet-graph.ts";
+import type { Depth } from "../backbone/cvnet/resnet-graph.ts";
 import {
   BACKBONE_KIND,
   BACKBONE_METADATA,
@@ -25,10 +14,21 @@ import {
   DEPTHS,
   INPUT_NAME,
   OUTPUT_NAME,
-} from "./resnet-graph.ts";
+} from "../backbone/cvnet/resnet-graph.ts";
+import type { StateDict } from "../checkpoint/state-dict.ts";
+import { assertInteger, invalidArgument, SuperglobalError } from "../errors.ts";
+import {
+  appendDescriptorHead,
+  DESCRIPTOR_DIM,
+  type HeadOptions,
+  readHeadWeights,
+  VECTOR_OUTPUT,
+} from "../pooling/head-graph.ts";
+import { readMetadata } from "../runtime/onnx-graph.ts";
+import { OnnxSession } from "../runtime/session.ts";
 
-export type { HeadOptions } from "./descriptor-head.ts";
-export type { Depth } from "./resnet-graph.ts";
+export type { Depth } from "../backbone/cvnet/resnet-graph.ts";
+export type { HeadOptions } from "../pooling/head-graph.ts";
 
 export interface BackboneOptions {
   depth: Depth;

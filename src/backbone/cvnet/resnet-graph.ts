@@ -5,10 +5,10 @@
  * are `Relu` (floor 0) or `Clip` with a min, which onnxruntime fuses into the Conv before them.
  */
 
-import type { StateDict } from "../checkpoint/state-dict.ts";
-import { getFloat32, requireKeys } from "../checkpoint/state-dict.ts";
-import { assertOneOf, invalidArgument } from "../errors.ts";
-import { OnnxGraph } from "../runtime/onnx-graph.ts";
+import type { StateDict } from "../../checkpoint/state-dict.ts";
+import { getFloat32, requireKeys } from "../../checkpoint/state-dict.ts";
+import { assertOneOf, invalidArgument } from "../../errors.ts";
+import { OnnxGraph } from "../../runtime/onnx-graph.ts";
 import { foldBatchNorm } from "./batchnorm.ts";
 
 export type Depth = 50 | 101;

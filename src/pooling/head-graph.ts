@@ -7,9 +7,8 @@
 import type { StateDict } from "../checkpoint/state-dict.ts";
 import { getFloat32, requireKeys } from "../checkpoint/state-dict.ts";
 import { invalidArgument } from "../errors.ts";
-import { GEM_BASELINE_EPS, GEM_PLUS } from "../pooling/gem.ts";
-import { RGEM } from "../pooling/regional-gem.ts";
 import type { OnnxGraph } from "../runtime/onnx-graph.ts";
+import { GEM_BASELINE_EPS, GEM_PLUS, NORMALIZE_EPS, RGEM } from "./constants.ts";
 
 /** Which SuperGlobal pooling modules the head applies (both default on, as `SupG` does). */
 export interface HeadOptions {
@@ -30,9 +29,6 @@ export interface HeadWeights {
 
 export const DESCRIPTOR_DIM = 2048;
 export const VECTOR_OUTPUT = "vector";
-
-/** `F.normalize`'s eps. */
-const NORMALIZE_EPS = 1e-12;
 
 export const HEAD_KEYS = {
   fcWeight: "encoder_q.head.fc.weight",

@@ -2,11 +2,9 @@
  * Regional-GeM (`modules/coarse_retrieval/rgem.py`, spec §4.3): each activation is averaged with
  * the p-power mean of its 5×5 reflection-padded neighbourhood.
  */
-import { assertInteger, assertNumber, invalidArgument } from "../errors.ts";
+import { assertInteger, assertNumber, invalidArgument } from "../../errors.ts";
+import { RGEM } from "../constants.ts";
 import { checkFeatureMap, type FeatureMap } from "./gem.ts";
-
-/** SuperGlobal's Regional-GeM constants (`rgem.py`): power 2.5 over 5×5 windows. */
-export const RGEM = { p: 2.5, size: 5 } as const;
 
 /**
  * `0.5 · (mean_{5×5} pad(x)^p)^(1/p) + 0.5 · x` per channel, same shape, p = 2.5 and size 5 by
