@@ -165,6 +165,9 @@ class LiteralParser {
 
   private fail(expected: string): never {
     const near = JSON.stringify(this.text.slice(this.pos, this.pos + 20));
-    throw badFile(this.file, `malformed module literal: expected ${expected} at ${this.pos}, near ${near}`);
+    throw badFile(
+      this.file,
+      `malformed module literal: expected ${expected} at ${this.pos}, near ${near}`,
+    );
   }
 }

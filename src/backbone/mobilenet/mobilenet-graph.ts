@@ -85,7 +85,9 @@ export function convertMobilenet(model: TfjsGraphModel, options: ConvertOptions)
 }
 
 /** A converted node: an ONNX tensor (activation, NCHW) or a tfjs constant not yet emitted. */
-type Value = { kind: "tensor"; name: string; channels: number | null } | { kind: "const"; tensor: Tensor };
+type Value =
+  | { kind: "tensor"; name: string; channels: number | null }
+  | { kind: "const"; tensor: Tensor };
 
 class Converter {
   private readonly byName: Map<string, TfjsNode>;
@@ -112,7 +114,7 @@ class Converter {
       const node = this.byName.get(name);
       if (node === undefined) this.fail(name, "is an input of the graph but no node");
       state.set(name, "visiting");
-      for (const input of node.input) visit(this.inputName(node, input));
+      for (const input of dataInputs(node)) visit(this.inputName(node, input));
       state.set(name, "done");
       order.push(node);
     };
@@ -155,36 +157,43 @@ class Converter {
     }
     if (this.hasInput) this.fail(node.name, "is a second graph input");
     this.hasInput = true;
-    return { kind: "tensor", name: this.graph.input(INPUT_NAME, [1, 3, "height", "width"]), channels: 3 };
+    return {
+      kind: "tensor",
+      name: this.graph.input(INPUT_NAME, [1, 3, "height", "width"]),
+      channels: 3,
+    };
   }
 
   private constant(node: TfjsNode): Value {
     const tensor = this.weights.get(node.name);
-    if (tensor === undefined) this.fail(node.name, "is a constant missing from the weights manifest");
+    if (tensor === undefined)
+      this.fail(node.name, "is a constant missing from the weights manifest");
     return { kind: "const", tensor };
   }
 
   /** Mul/Sub/AddV2: two activations of one shape, or an activation and a scalar or per-channel constant. */
   private elementwise(node: TfjsNode): Value {
-    if (node.input.length !== 2) this.fail(node.name, `has ${node.input.length} inputs, expected 2`);
-    let channels: number | null = null;
-    const names = node.input.map((input) => {
-      const v = this.value(node, input);
-      if (v.kind === "tensor") {
-        if (channels !== null && v.channels !== null && channels !== v.channels) {
-          this.fail(node.name, `adds maps of ${channels} and ${v.channels} channels`);
-        }
-        channels ??= v.channels;
-        return v.name;
-      }
+    const inputs = dataInputs(node);
+    if (inputs.length !== 2) this.fail(node.name, `has ${inputs.length} inputs, expected 2`);
+    const values = inputs.map((input) => this.value(node, input));
+    const maps = values.flatMap((v) => (v.kind === "tensor" ? [v] : []));
+    if (maps.length === 0) this.fail(node.name, "has only constant operands");
+    const channels = maps[0].channels;
+    if (maps.length === 2 && channels !== maps[1].channels) {
+      this.fail(node.name, `combines maps of ${channels} and ${maps[1].channels} channels`);
+    }
+    const names = values.map((v) => {
+      if (v.kind === "tensor") return v.name;
       const { shape, data } = v.tensor;
       if (shape.length === 0) return this.graph.floatInit(this.graph.fresh("scalar"), [], data);
-      if (shape.length === 1) return this.graph.floatInit(this.graph.fresh("per_channel"), [shape[0], 1, 1], data);
-      return this.fail(node.name, `has a constant operand of shape [${shape}], not a scalar or per-channel vector`);
+      if (shape.length === 1 && (channels === null || shape[0] === channels)) {
+        return this.graph.floatInit(this.graph.fresh("per_channel"), [shape[0], 1, 1], data);
+      }
+      return this.fail(
+        node.name,
+        `has a constant operand of shape [${shape}], not a scalar or a vector of ${channels} channels`,
+      );
     });
-    if (node.input.every((input) => this.value(node, input).kind === "const")) {
-      this.fail(node.name, "has only constant operands");
-    }
     const op = { Mul: "Mul", Sub: "Sub", AddV2: "Add" }[node.op as "Mul" | "Sub" | "AddV2"];
     return { kind: "tensor", name: this.emit(node, op, names), channels };
   }
@@ -200,7 +209,8 @@ class Converter {
         { input: this.model.file },
       );
     }
-    if (node.input.length !== 3 || Number(node.attr["num_args"]?.i ?? 1) !== 1) {
+    const inputs = dataInputs(node);
+    if (inputs.length !== 3 || Number(node.attr["num_args"]?.i ?? 1) !== 1) {
       this.fail(node.name, "is not a convolution with one fused bias");
     }
     const format = decodeString(node.attr["data_format"]?.s ?? "TkhXQw==");
@@ -219,19 +229,25 @@ class Converter {
       );
     }
 
-    const x = this.value(node, node.input[0]);
-    const filter = this.value(node, node.input[1]);
-    const bias = this.value(node, node.input[2]);
+    const x = this.value(node, inputs[0]);
+    const filter = this.value(node, inputs[1]);
+    const bias = this.value(node, inputs[2]);
     if (x.kind !== "tensor" || filter.kind !== "const" || bias.kind !== "const") {
       this.fail(node.name, "does not have an activation input and constant filter and bias");
     }
     const [kh, kw, cin, m] = filter.tensor.shape;
     if (filter.tensor.shape.length !== 4 || (x.channels !== null && x.channels !== cin)) {
-      this.fail(node.name, `has a filter of shape [${filter.tensor.shape}] for ${x.channels} input channels`);
+      this.fail(
+        node.name,
+        `has a filter of shape [${filter.tensor.shape}] for ${x.channels} input channels`,
+      );
     }
     const cout = depthwise ? cin * m : m;
     if (bias.tensor.shape.length !== 1 || bias.tensor.shape[0] !== cout) {
-      this.fail(node.name, `has a bias of shape [${bias.tensor.shape}] for ${cout} output channels`);
+      this.fail(
+        node.name,
+        `has a bias of shape [${bias.tensor.shape}] for ${cout} output channels`,
+      );
     }
     const w = depthwise ? depthwiseToOihw(filter.tensor) : hwioToOihw(filter.tensor);
     const wName = this.graph.floatInit(`${shortName(node.name)}/weight`, w.shape, w.data);
@@ -249,11 +265,21 @@ class Converter {
       attrs["pads"] = [0, 0, 0, 0];
     } else if (sh === 1 && sw === 1) {
       const [ph, pw] = [(kh - 1) * dh, (kw - 1) * dw];
-      attrs["pads"] = [Math.floor(ph / 2), Math.floor(pw / 2), ph - Math.floor(ph / 2), pw - Math.floor(pw / 2)];
+      attrs["pads"] = [
+        Math.floor(ph / 2),
+        Math.floor(pw / 2),
+        ph - Math.floor(ph / 2),
+        pw - Math.floor(pw / 2),
+      ];
     } else {
       attrs["auto_pad"] = "SAME_UPPER";
     }
-    if (!relu6) return { kind: "tensor", name: this.emit(node, "Conv", [x.name, wName, bName], attrs), channels: cout };
+    if (!relu6)
+      return {
+        kind: "tensor",
+        name: this.emit(node, "Conv", [x.name, wName, bName], attrs),
+        channels: cout,
+      };
     const [conv] = this.graph.node("Conv", [x.name, wName, bName], attrs);
     const lo = this.graph.floatInit(this.graph.fresh("relu6_min"), [], new Float32Array([0]));
     const hi = this.graph.floatInit(this.graph.fresh("relu6_max"), [], new Float32Array([6]));
@@ -277,9 +303,8 @@ class Converter {
     return v;
   }
 
-  /** `name` or `name:0`; other outputs and control inputs (`^name`) are refused. */
+  /** `name` or `name:0`; other outputs of a node are refused. */
   private inputName(node: TfjsNode, input: string): string {
-    if (input.startsWith("^")) this.fail(node.name, `has a control input ${input}`);
     const m = /^(.*?)(?::(\d+))?$/.exec(input)!;
     if (m[2] !== undefined && m[2] !== "0") this.fail(node.name, `uses output ${m[2]} of ${m[1]}`);
     return m[1];
@@ -301,13 +326,22 @@ class Converter {
   }
 }
 
+/**
+ * A node's data inputs. Control inputs (`^name`: the rescale constants wait for `input`) only
+ * order execution; in this side-effect-free graph they do not change any value, so we drop them.
+ */
+function dataInputs(node: TfjsNode): string[] {
+  return node.input.filter((input) => !input.startsWith("^"));
+}
+
 /** Conv2D filter [kh,kw,I,O] → ONNX [O,I,kh,kw]. */
 function hwioToOihw({ shape: [kh, kw, ci, co], data }: Tensor): Tensor {
   const out = new Float32Array(data.length);
   for (let y = 0; y < kh; y++)
     for (let x = 0; x < kw; x++)
       for (let i = 0; i < ci; i++)
-        for (let o = 0; o < co; o++) out[((o * ci + i) * kh + y) * kw + x] = data[((y * kw + x) * ci + i) * co + o];
+        for (let o = 0; o < co; o++)
+          out[((o * ci + i) * kh + y) * kw + x] = data[((y * kw + x) * ci + i) * co + o];
   return { shape: [co, ci, kh, kw], data: out };
 }
 
@@ -317,7 +351,8 @@ function depthwiseToOihw({ shape: [kh, kw, c, m], data }: Tensor): Tensor {
   for (let y = 0; y < kh; y++)
     for (let x = 0; x < kw; x++)
       for (let i = 0; i < c; i++)
-        for (let j = 0; j < m; j++) out[((i * m + j) * kh + y) * kw + x] = data[((y * kw + x) * c + i) * m + j];
+        for (let j = 0; j < m; j++)
+          out[((i * m + j) * kh + y) * kw + x] = data[((y * kw + x) * c + i) * m + j];
   return { shape: [c * m, 1, kh, kw], data: out };
 }
 

@@ -36,7 +36,11 @@ export function nsfwjsPackage(): NsfwjsPackage {
     if (existsSync(manifest)) {
       const pkg = JSON.parse(readFileSync(manifest, "utf8")) as { name?: string; version?: string };
       if (pkg.name === "nsfwjs" && typeof pkg.version === "string") {
-        return { root: dir, version: pkg.version, modelDir: join(dir, "dist", "models", NSFWJS_MODEL) };
+        return {
+          root: dir,
+          version: pkg.version,
+          modelDir: join(dir, "dist", "models", NSFWJS_MODEL),
+        };
       }
     }
     if (dirname(dir) === dir) break;

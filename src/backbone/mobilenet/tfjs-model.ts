@@ -68,7 +68,7 @@ export function readTfjsGraphModel(dir: string, modelFile = "model.min.js"): Tfj
   const manifest = json["weightsManifest"];
   if (!Array.isArray(manifest)) throw badFile(file, "no weightsManifest in the model JSON");
   const weightSpecs: TfjsWeightSpec[] = [];
-  const shards: Uint8Array[] = [];
+  const shards: { name: string; bytes: Uint8Array }[] = [];
   for (const group of manifest) {
     if (!isObject(group) || !Array.isArray(group["paths"]) || !Array.isArray(group["weights"])) {
       throw badFile(file, "a weightsManifest entry lacks paths or weights");
@@ -78,15 +78,17 @@ export function readTfjsGraphModel(dir: string, modelFile = "model.min.js"): Tfj
       if (typeof path !== "string" || path.includes("/") || path.includes("\\")) {
         throw badFile(file, `bad shard path ${JSON.stringify(path)}`);
       }
-      shards.push(readShard(join(dir, `${path}.min.js`)));
+      const name = `${path}.min.js`;
+      shards.push({ name, bytes: readShard(join(dir, name)) });
     }
   }
-  const weightData = concat(shards);
+  const weightData = concat(shards.map((s) => s.bytes));
   const expected = weightSpecs.reduce((sum, s) => sum + byteLength(s, file), 0);
   if (expected !== weightData.length) {
+    const sizes = shards.map((s) => `${s.name} ${s.bytes.length}`).join(", ");
     throw badFile(
       file,
-      `its weight shards hold ${weightData.length} bytes, the manifest needs ${expected} (a shard is truncated or from another model)`,
+      `its weight shards hold ${weightData.length} bytes (${sizes}), its manifest needs ${expected}: a shard is truncated or from another model`,
     );
   }
   return { file, json, nodes, weightSpecs, weightData };
@@ -107,7 +109,11 @@ export function decodeWeights(model: TfjsGraphModel): Map<string, Tensor> {
     } else {
       const min = q.min ?? 0;
       const scale = q.scale ?? 1;
-      const view = new DataView(bytes.buffer, bytes.byteOffset + offset, size * (q.dtype === "uint8" ? 1 : 2));
+      const view = new DataView(
+        bytes.buffer,
+        bytes.byteOffset + offset,
+        size * (q.dtype === "uint8" ? 1 : 2),
+      );
       if (q.dtype === "uint8") {
         for (let i = 0; i < size; i++) data[i] = view.getUint8(i) * scale + min;
       } else {
@@ -205,7 +211,11 @@ function readText(file: string): string {
 
 function readShard(file: string): Uint8Array {
   const base64 = readModuleExports(readText(file), file);
-  if (typeof base64 !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(base64) || base64.length % 4 !== 0) {
+  if (
+    typeof base64 !== "string" ||
+    !/^[A-Za-z0-9+/]*={0,2}$/.test(base64) ||
+    base64.length % 4 !== 0
+  ) {
     throw badFile(file, "the weight shard is not one base64 string");
   }
   return Buffer.from(base64, "base64");
