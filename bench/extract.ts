@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import sharp from "sharp";
 import { loadCheckpoint } from "../src/checkpoint/load.ts";
 import { Extractor, type StageTimes } from "../src/descriptor/extractor.ts";
-import { Backbone } from "../src/descriptor/model.ts";
+import { DescriptorModel } from "../src/descriptor/model.ts";
 import { SCALE_SETS } from "../src/descriptor/options.ts";
 import { decodeImage } from "../src/image/decode.ts";
 import { toInputTensor } from "../src/image/normalize.ts";
@@ -186,7 +186,10 @@ async function timeBackbone(
   threads: number,
   runs: number,
 ): Promise<Record<string, number>> {
-  const backbone = await Backbone.fromStateDict(loadCheckpoint(checkpoint), { depth: 50, threads });
+  const backbone = await DescriptorModel.fromStateDict(loadCheckpoint(checkpoint), {
+    depth: 50,
+    threads,
+  });
   const input = toInputTensor(await decodeImage(image));
   const out: Record<string, number> = {};
   try {

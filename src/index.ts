@@ -11,7 +11,7 @@ export {
   Extractor,
   type StageTimes,
 } from "./descriptor/extractor.ts";
-export { Backbone, buildModel } from "./descriptor/model.ts";
+export { buildModel, DescriptorModel } from "./descriptor/model.ts";
 export { type ExtractorOptions, SCALE_SETS } from "./descriptor/options.ts";
 export { SuperglobalError } from "./errors.ts";
 export { type GroundTruth, readGroundTruth } from "./eval/ground-truth.ts";

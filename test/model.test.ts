@@ -4,6 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { foldBatchNorm } from "../src/backbone/cvnet/batchnorm.ts";
+import {
+  CVNET_DIM as DESCRIPTOR_DIM,
+  detectDepth,
+  readHeadWeights,
+} from "../src/backbone/cvnet/cvnet-network.ts";
 import type { Depth } from "../src/backbone/cvnet/resnet-graph.ts";
 import {
   backboneTensorShapes,
@@ -12,21 +17,20 @@ import {
 } from "../src/backbone/cvnet/resnet-graph.ts";
 import { loadCheckpoint } from "../src/checkpoint/load.ts";
 import type { StateDict } from "../src/checkpoint/state-dict.ts";
-import { Backbone, buildModel } from "../src/descriptor/model.ts";
+import { buildModel, DescriptorModel } from "../src/descriptor/model.ts";
+import { modelIdentity, readModelInfo } from "../src/descriptor/model-metadata.ts";
 import { SuperglobalError } from "../src/errors.ts";
 import { resizeBilinear } from "../src/image/resize.ts";
 import { readNpy } from "../src/io/npy.ts";
 import {
   appendDescriptorHead,
-  DESCRIPTOR_DIM,
   type HeadOptions,
   type HeadWeights,
-  readHeadWeights,
 } from "../src/pooling/head-graph.ts";
 import { type FeatureMap, GEM_BASELINE_EPS, GEM_PLUS, gem } from "../src/pooling/reference/gem.ts";
 import { regionalGem } from "../src/pooling/reference/regional-gem.ts";
 import { l2Normalize, linear } from "../src/pooling/vector.ts";
-import { OnnxGraph, readMetadata } from "../src/runtime/onnx-graph.ts";
+import { OnnxGraph } from "../src/runtime/onnx-graph.ts";
 import { OnnxSession } from "../src/runtime/session.ts";
 import { fixture, manifest, sharedOnly } from "./helpers/shared.ts";
 
@@ -395,8 +399,8 @@ test("the reference's relup=true and relup=false outputs differ far beyond the t
   assert.ok(maxAbs > 100 * (TOL * scale), `relup changes s4 by only ${maxAbs}`);
 });
 
-test("Backbone: output sizes are ceil(h/32) × ceil(w/32) for odd and tiny inputs", async () => {
-  const backbone = await Backbone.fromStateDict(SD50, { depth: 50, threads: 2 });
+test("DescriptorModel: output sizes are ceil(h/32) × ceil(w/32) for odd and tiny inputs", async () => {
+  const backbone = await DescriptorModel.fromStateDict(SD50, { depth: 50, threads: 2 });
   try {
     assert.equal(backbone.depth, 50);
     assert.equal(backbone.relup, true);
@@ -435,13 +439,17 @@ test("Backbone: output sizes are ceil(h/32) × ceil(w/32) for odd and tiny input
 test("save/load round-trips the model, depth and relup", async () => {
   const dir = mkdtempSync(join(tmpdir(), "superglobal-backbone-"));
   try {
-    const built = await Backbone.fromStateDict(SD50, { depth: 50, relup: false, threads: 2 });
+    const built = await DescriptorModel.fromStateDict(SD50, {
+      depth: 50,
+      relup: false,
+      threads: 2,
+    });
     const input = { data: Float32Array.from(IMAGE.data), height: IMAGE.h, width: IMAGE.w };
     const expected = await built.run(input);
     const path = join(dir, "r50.onnx");
     await built.save(path);
     await built.release();
-    const loaded = await Backbone.load(path, { threads: 1 });
+    const loaded = await DescriptorModel.load(path, { threads: 1 });
     try {
       assert.equal(loaded.depth, 50);
       assert.equal(loaded.relup, false);
@@ -465,7 +473,7 @@ test("R101: 23 blocks in s3; matches the float64 reference", async () => {
   const image = randomImage(40, 36, 11);
   const { sd, acts } = syntheticStateDict(101, 2, image, 0.05);
   const ref = acts.get("s4") as Map3;
-  const backbone = await Backbone.fromStateDict(sd, { depth: 101, threads: 2 });
+  const backbone = await DescriptorModel.fromStateDict(sd, { depth: 101, threads: 2 });
   try {
     assert.equal(backbone.depth, 101);
     const out = await backbone.run({ data: Float32Array.from(image.data), height: 40, width: 36 });
@@ -485,6 +493,90 @@ test("R101: 23 blocks in s3; matches the float64 reference", async () => {
         e.message,
       ),
   );
+});
+
+test("depth is read from the checkpoint: an R101 state dict is never built as R50", async () => {
+  const { sd } = syntheticStateDict(101, 2, randomImage(40, 36, 11), 0.05);
+  assert.equal(detectDepth(sd, "r101.pyth"), 101);
+  assert.equal(detectDepth(SD50, "r50.pyth"), 50);
+  // Built with depth 50 it used to give a truncated network silently.
+  assert.throws(
+    () => buildModel(sd, { depth: 50 }, "r101.pyth"),
+    (e: unknown) =>
+      e instanceof SuperglobalError &&
+      e.code === "INVALID_ARGUMENT" &&
+      /depth 50 contradicts r101\.pyth, a ResNet-101 checkpoint/.test(e.message),
+  );
+  const detected = await DescriptorModel.fromStateDict(sd, { threads: 1 });
+  try {
+    assert.equal(detected.depth, 101);
+  } finally {
+    await detected.release();
+  }
+  const partial: StateDict = new Map(sd);
+  for (const key of [...partial.keys()])
+    if (key.startsWith("encoder_q.s3.b23.")) partial.delete(key);
+  assert.throws(
+    () => detectDepth(partial, "odd.pyth"),
+    (e: unknown) =>
+      e instanceof SuperglobalError && e.code === "BAD_FILE" && /odd\.pyth/.test(e.message),
+  );
+});
+
+test("a model is identified by its weights' content, not its file name or size", () => {
+  const info = (sd: StateDict) => readModelInfo(buildModel(sd, { head: {} }, "a.pyth"), "a.pyth");
+  const withHead = (seed: number): StateDict => {
+    const weights = syntheticHead(seed);
+    const sd: StateDict = new Map(SD50);
+    sd.set("encoder_q.head.fc.weight", {
+      dtype: "float32",
+      shape: [2048, 2048],
+      data: weights.fcWeight,
+    });
+    sd.set("encoder_q.head.fc.bias", { dtype: "float32", shape: [2048], data: weights.fcBias });
+    sd.set("encoder_q.head.pool.p", { dtype: "float32", shape: [1], data: new Float32Array([3]) });
+    return sd;
+  };
+  const a = info(withHead(1));
+  // Same shapes and byte counts (a file of the same name and size), one weight changed.
+  const changed = withHead(1);
+  const w = changed.get("encoder_q.s4.b3.f.c.weight") as { data: Float32Array };
+  const copy = Float32Array.from(w.data);
+  copy[0] = (copy[0] as number) + 1e-3;
+  changed.set("encoder_q.s4.b3.f.c.weight", {
+    ...(changed.get("encoder_q.s4.b3.f.c.weight") as object),
+    data: copy,
+  } as never);
+  assert.notEqual(info(changed).weights, a.weights);
+  assert.notEqual(info(withHead(2)).weights, a.weights);
+  assert.equal(info(withHead(1)).weights, a.weights);
+  const identity = (i: typeof a, scales: number) => modelIdentity(i, { scales, sgem: true });
+  assert.notEqual(identity(a, 3), identity(a, 1));
+  assert.equal(identity(a, 3), identity(info(withHead(1)), 3));
+});
+
+test("GeM+ and Regional-GeM cannot overflow float32: activations of 2e8 give the float64 result", async () => {
+  const weights = syntheticHead(5);
+  const channels = 2048;
+  const [h, w] = [16, 16];
+  const data = new Float32Array(channels * h * w);
+  for (let i = 0; i < data.length; i++) data[i] = 2e8 * (0.25 + 0.75 * Math.abs(Math.sin(i * 0.7)));
+  const map: FeatureMap = { data, channels, height: h, width: w };
+  for (const options of [
+    { rgem: true, gemp: true },
+    { rgem: false, gemp: true },
+  ]) {
+    const session = await headSession(weights, options);
+    try {
+      const out = await session.run({ s4: { data, dims: [1, channels, h, w] } });
+      const vector = out["vector"]?.data as Float32Array;
+      assert.ok(vector.every(Number.isFinite), `${JSON.stringify(options)}: not finite`);
+      const ref = headReference(map, weights, options);
+      assert.ok(relativeError(vector, ref.vector) <= 2e-6, JSON.stringify(options));
+    } finally {
+      await session.release();
+    }
+  }
 });
 
 test("errors name the missing key, the bad tensor, the bad argument and the bad file", async () => {
@@ -521,14 +613,14 @@ test("errors name the missing key, the bad tensor, the bad argument and the bad 
     invalid("options.relup"),
   );
   await assert.rejects(
-    Backbone.fromStateDict(SD50, { depth: 50, threads: 0 }),
+    DescriptorModel.fromStateDict(SD50, { depth: 50, threads: 0 }),
     invalid("options.threads"),
   );
 
   const dir = mkdtempSync(join(tmpdir(), "superglobal-backbone-"));
   try {
     await assert.rejects(
-      Backbone.load(join(dir, "absent.onnx")),
+      DescriptorModel.load(join(dir, "absent.onnx")),
       (e: unknown) =>
         e instanceof SuperglobalError &&
         e.code === "NOT_FOUND" &&
@@ -540,13 +632,13 @@ test("errors name the missing key, the bad tensor, the bad argument and the bad 
     other.output("y", [1]);
     writeFileSync(join(dir, "other.onnx"), other.encode());
     await assert.rejects(
-      Backbone.load(join(dir, "other.onnx")),
+      DescriptorModel.load(join(dir, "other.onnx")),
       (e: unknown) =>
         e instanceof SuperglobalError && e.code === "BAD_FILE" && e.message.includes("other.onnx"),
     );
     writeFileSync(join(dir, "junk.onnx"), "not a model at all");
     await assert.rejects(
-      Backbone.load(join(dir, "junk.onnx")),
+      DescriptorModel.load(join(dir, "junk.onnx")),
       (e: unknown) => e instanceof SuperglobalError && e.code === "BAD_FILE",
     );
   } finally {
@@ -555,7 +647,7 @@ test("errors name the missing key, the bad tensor, the bad argument and the bad 
 });
 
 test("run() validates its input", async () => {
-  const backbone = await Backbone.fromStateDict(SD50, { depth: 50, threads: 1 });
+  const backbone = await DescriptorModel.fromStateDict(SD50, { depth: 50, threads: 1 });
   const invalid = (name: string) => (e: unknown) =>
     e instanceof SuperglobalError && e.code === "INVALID_ARGUMENT" && e.input === name;
   try {
@@ -587,9 +679,9 @@ test("run() validates its input", async () => {
 // ---------------------------------------------------------------------------------------------
 // Golden: the official code's s4 maps (float64 run) for the random-weight CVNet R50 checkpoint.
 
-let golden: Promise<Backbone> | undefined;
-function goldenBackbone(): Promise<Backbone> {
-  golden ??= Backbone.fromStateDict(
+let golden: Promise<DescriptorModel> | undefined;
+function goldenBackbone(): Promise<DescriptorModel> {
+  golden ??= DescriptorModel.fromStateDict(
     loadCheckpoint(fixture("cvnet_r50_random.pyth")),
     { depth: 50, relup: true, threads: 2 },
     "cvnet_r50_random.pyth",
@@ -666,7 +758,7 @@ function syntheticHead(seed: number, poolP = 3.2): HeadWeights {
 /** A graph from an s4 input through the head, with the intermediates as extra outputs. */
 async function headSession(weights: HeadWeights, options: HeadOptions): Promise<OnnxSession> {
   const graph = new OnnxGraph("head");
-  appendDescriptorHead(graph, graph.input("s4", [1, 2048, "h", "w"]), weights, options);
+  appendDescriptorHead(graph, graph.input("s4", [1, 2048, "h", "w"]), 2048, weights, options);
   if (options.rgem) graph.output("rgem", [1, 2048, "h", "w"]);
   graph.output("gem", [1, 2048]);
   return OnnxSession.create(graph.encode(), { threads: 2 });
@@ -802,7 +894,7 @@ test("head: small maps are padded like numpy 'reflect', by hand", async () => {
   }
 });
 
-test("Backbone with head: embed() gives the head's vector; save/load keeps head and options", async () => {
+test("DescriptorModel with head: embed() gives the head's vector; save/load keeps head and options", async () => {
   const weights = syntheticHead(7);
   const sd: StateDict = new Map(SD50);
   sd.set("encoder_q.head.fc.weight", {
@@ -819,7 +911,7 @@ test("Backbone with head: embed() gives the head's vector; save/load keeps head 
   const input = { data: Float32Array.from(IMAGE.data), height: IMAGE.h, width: IMAGE.w };
   const dir = mkdtempSync(join(tmpdir(), "superglobal-backbone-"));
   try {
-    const built = await Backbone.fromStateDict(sd, {
+    const built = await DescriptorModel.fromStateDict(sd, {
       depth: 50,
       relup: false,
       head: { gemp: false },
@@ -844,7 +936,7 @@ test("Backbone with head: embed() gives the head's vector; save/load keeps head 
     const path = join(dir, "with-head.onnx");
     await built.save(path);
     await built.release();
-    const loaded = await Backbone.load(path, { threads: 1 });
+    const loaded = await DescriptorModel.load(path, { threads: 1 });
     try {
       assert.deepEqual(loaded.options, {
         depth: 50,
@@ -857,16 +949,24 @@ test("Backbone with head: embed() gives the head's vector; save/load keeps head 
       await loaded.release();
     }
     // The metadata records it all.
-    const meta = readMetadata(readFileSync(path));
-    assert.equal(meta["superglobal.head"], "true");
-    assert.equal(meta["superglobal.rgem"], "true");
-    assert.equal(meta["superglobal.gemp"], "false");
-    assert.equal(meta["superglobal.relup"], "false");
+    const info = readModelInfo(readFileSync(path), path);
+    assert.deepEqual(
+      { ...info, weights: info.weights.length },
+      {
+        network: "cvnet-r50",
+        input: "bgr-imagenet",
+        channels: 2048,
+        dim: 2048,
+        relup: false,
+        head: { rgem: true, gemp: false },
+        weights: 64,
+      },
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
   // Without a head there is no vector; a head needs its keys.
-  const bare = await Backbone.fromStateDict(SD50, { depth: 50, threads: 1 });
+  const bare = await DescriptorModel.fromStateDict(SD50, { depth: 50, threads: 1 });
   try {
     assert.equal(bare.head, null);
     await assert.rejects(

@@ -3,17 +3,16 @@
  * onnxruntime (Regional-GeM → GeM+ → L2 → FC) → Scale-GeM → L2. Create one extractor (it builds
  * or loads the model once) and call it per image.
  */
-import { statSync } from "node:fs";
-import { basename } from "node:path";
 import { loadCheckpoint } from "../checkpoint/load.ts";
 import { invalidArgument, SuperglobalError } from "../errors.ts";
 import { type Box, cropToBox } from "../image/crop.ts";
 import { type BgrImage, decodeImage } from "../image/decode.ts";
-import { type ImageTensor, toInputTensor } from "../image/normalize.ts";
+import { type ImageTensor, toInputTensor, toUnitRgbTensor } from "../image/normalize.ts";
 import { resizeBilinear, scaledSize } from "../image/resize.ts";
 import { scaleGemMax, scaleMean } from "../pooling/scale-gem.ts";
 import { l2Normalize } from "../pooling/vector.ts";
-import { Backbone, type BackboneOutput, type ModelOptions } from "./model.ts";
+import { type BackboneOutput, DescriptorModel } from "./model.ts";
+import { type ModelInfo, modelIdentity } from "./model-metadata.ts";
 import {
   type ExtractorOptions,
   type ResolvedOptions,
@@ -21,7 +20,8 @@ import {
   SCALE_SETS,
 } from "./options.ts";
 
-export { DESCRIPTOR_DIM } from "../pooling/head-graph.ts";
+/** CVNet's descriptor dimension; other models have their own (`extractor.dim`). */
+export { CVNET_DIM as DESCRIPTOR_DIM } from "../backbone/cvnet/cvnet-network.ts";
 
 /** Cumulative milliseconds spent in each stage since the extractor was created. */
 export interface StageTimes {
@@ -63,8 +63,8 @@ export interface Trace {
 const RECORDED = ["depth", "relup", "rgem", "gemp"] as const;
 
 /**
- * Turns images into 2048-d unit-norm SuperGlobal descriptors, as the official
- * `extract_global_descriptor` + `F.normalize` computes them (spec §4.5).
+ * Turns images into unit-norm SuperGlobal descriptors (CVNet: 2048-d, as the official
+ * `extract_global_descriptor` + `F.normalize` computes them, spec §4.5).
  *
  * Small images: the official code crashes when an image side falls under 65 px at some scale
  * (its conv5 map is then under 3 px, and torch's reflection padding of 2 needs more). Ours never
@@ -77,29 +77,44 @@ const RECORDED = ["depth", "relup", "rgem", "gemp"] as const;
 export class Extractor {
   readonly options: Readonly<ResolvedOptions>;
   readonly stats: StageTimes = { decode: 0, preprocess: 0, backbone: 0, pooling: 0, images: 0 };
+  /**
+   * Who made these descriptors: the model's content hash with the extraction settings. Equal
+   * identities mean interchangeable descriptors (caches and indexes are keyed by it).
+   */
+  readonly identity: string;
 
   private constructor(
-    private readonly backbone: Backbone,
+    private readonly model: DescriptorModel,
     options: ResolvedOptions,
-    /** The model file it came from, as "name:bytes" (keys descriptor caches). */
-    readonly source: string,
   ) {
     this.options = Object.freeze(options);
+    this.identity = modelIdentity(model.info, { scales: options.scales, sgem: options.sgem });
+  }
+
+  /** What the model is: network, input convention, dimension, pooling, weight hash. */
+  get info(): Readonly<ModelInfo> {
+    return this.model.info;
+  }
+
+  /** The descriptor dimension. */
+  get dim(): number {
+    return this.model.info.dim as number;
   }
 
   /**
    * Builds the model from a CVNet checkpoint, or loads one saved with `save()` (or the
    * `build-model` command). A saved model records depth, relup, rgem and gemp: they are adopted,
-   * and giving one that differs is refused (INVALID_ARGUMENT naming it).
+   * and giving one that differs is refused (INVALID_ARGUMENT naming it). A checkpoint's depth is
+   * read from its tensors; a contradicting `depth` is refused.
    */
   static async create(options: ExtractorOptions): Promise<Extractor> {
     const resolved = resolveOptions(options);
     const head = { rgem: resolved.rgem, gemp: resolved.gemp };
     if (options.model !== undefined) {
       const path = options.model;
-      const backbone = await Backbone.load(path, { threads: resolved.threads });
+      const model = await DescriptorModel.load(path, { threads: resolved.threads });
       try {
-        const saved = recordedOptions(backbone.options, path);
+        const saved = recordedOptions(model, path);
         for (const key of RECORDED) {
           const given = options[key];
           if (given !== undefined && given !== saved[key]) {
@@ -111,25 +126,30 @@ export class Extractor {
             );
           }
         }
-        return new Extractor(backbone, { ...resolved, ...saved }, fileIdentity(path));
+        return new Extractor(model, { ...resolved, ...saved });
       } catch (error) {
-        await backbone.release();
+        await model.release();
         throw error;
       }
     }
     const source = options.checkpoint as string;
     const sd = loadCheckpoint(source);
-    const backbone = await Backbone.fromStateDict(
+    const model = await DescriptorModel.fromStateDict(
       sd,
-      { depth: resolved.depth, relup: resolved.relup, head, threads: resolved.threads },
+      {
+        ...(resolved.depth === undefined ? {} : { depth: resolved.depth }),
+        relup: resolved.relup,
+        head,
+        threads: resolved.threads,
+      },
       source,
     );
-    return new Extractor(backbone, resolved, fileIdentity(source));
+    return new Extractor(model, { ...resolved, depth: model.depth ?? undefined });
   }
 
   /** Saves the model (backbone, head and build options) as one `.onnx` file for fast start-up. */
   async save(path: string): Promise<void> {
-    await this.backbone.save(path);
+    await this.model.save(path);
   }
 
   /** The unit-norm descriptor (2048 float32) of an image file, encoded bytes or decoded BGR image. */
@@ -157,7 +177,7 @@ export class Extractor {
   }
 
   async release(): Promise<void> {
-    await this.backbone.release();
+    await this.model.release();
   }
 
   private async prepare(
@@ -179,7 +199,8 @@ export class Extractor {
     }
     t = this.lap("decode", t);
     if (input.bbox !== undefined) decoded = cropToBox(decoded, input.bbox);
-    const tensor = toInputTensor(decoded);
+    const tensor =
+      this.model.info.input === "rgb-unit" ? toUnitRgbTensor(decoded) : toInputTensor(decoded);
     this.lap("preprocess", t);
     return tensor;
   }
@@ -195,7 +216,7 @@ export class Extractor {
       const w = Math.max(1, w0);
       const resized = resizeBilinear(tensor, h, w);
       t = this.lap("preprocess", t);
-      const { vector, s4 } = await this.backbone.embed(resized, { s4: withMaps });
+      const { vector, s4 } = await this.model.embed(resized, { s4: withMaps });
       scales.push({ scale, height: h, width: w, vector, ...(s4 === undefined ? {} : { s4 }) });
       this.lap("backbone", t);
     }
@@ -217,21 +238,23 @@ export class Extractor {
 
 /** The options a saved model fixes; BAD_FILE for a model without the descriptor head. */
 function recordedOptions(
-  model: ModelOptions,
+  model: DescriptorModel,
   path: string,
 ): Pick<ResolvedOptions, (typeof RECORDED)[number]> {
-  if (model.head === null) {
+  const { head, relup } = model.info;
+  if (head === null) {
     throw new SuperglobalError(
       "BAD_FILE",
       `${path}: the model has no descriptor head (a backbone-only model); build one with \`superglobal build-model\``,
       { input: path },
     );
   }
-  return { depth: model.depth, relup: model.relup, rgem: model.head.rgem, gemp: model.head.gemp };
-}
-
-function fileIdentity(path: string): string {
-  return `${basename(path)}:${statSync(path).size}`;
+  return {
+    depth: model.depth ?? undefined,
+    relup: relup ?? true,
+    rgem: head.rgem,
+    gemp: head.gemp,
+  };
 }
 
 function isBgrImage(value: unknown): value is BgrImage {

@@ -2,9 +2,11 @@
  * What an extractor computes: the model depth, the scale set and which SuperGlobal modules are on.
  * Validated once, at the boundary, so the pipeline below can trust it.
  */
+import { DEPTHS, type Depth } from "../backbone/cvnet/resnet-graph.ts";
 import { assertInteger, assertOneOf, invalidArgument } from "../errors.ts";
 
-export type Depth = 50 | 101;
+export type { Depth } from "../backbone/cvnet/resnet-graph.ts";
+
 export type ScaleSet = 1 | 3 | 5;
 
 /** The official scale lists (constants truncated as in the official code, not exact 1/√2 and √2). */
@@ -25,7 +27,7 @@ export interface ExtractorOptions {
    * leave them out (or give the recorded values: others are refused).
    */
   model?: string;
-  /** ResNet depth of the checkpoint: 50 (default) or 101. */
+  /** ResNet depth of the checkpoint: 50 or 101; read from the checkpoint when left out. */
   depth?: Depth;
   /** Scale set: 1, 3 (default, [0.7071, 1, 1.4142]) or 5. */
   scales?: ScaleSet;
@@ -42,7 +44,8 @@ export interface ExtractorOptions {
 }
 
 export interface ResolvedOptions {
-  depth: Depth;
+  /** CVNet's depth (detected from the checkpoint when not given); undefined for other networks. */
+  depth: Depth | undefined;
   scales: ScaleSet;
   gemp: boolean;
   rgem: boolean;
@@ -71,7 +74,7 @@ export function resolveOptions(options: ExtractorOptions): ResolvedOptions {
   if (hasModel && typeof options.model !== "string")
     invalidArgument("model", "a file path", options.model);
   return {
-    depth: assertOneOf("depth", options.depth ?? 50, [50, 101] as const),
+    depth: options.depth === undefined ? undefined : assertOneOf("depth", options.depth, DEPTHS),
     scales: assertOneOf("scales", options.scales ?? 3, [1, 3, 5] as const),
     gemp: flag("gemp", options.gemp),
     rgem: flag("rgem", options.rgem),

@@ -54,11 +54,7 @@ export async function runRevisitop(options: RevisitopRunOptions): Promise<Revisi
   const store = DescriptorStore.open(
     options.cacheDir ?? join(root, "superglobal-cache"),
     DESCRIPTOR_DIM,
-    {
-      source: options.extractor.source,
-      ...options.extractor.options,
-      threads: undefined,
-    },
+    { model: options.extractor.identity },
   );
   const failures: string[] = [];
   try {

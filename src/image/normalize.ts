@@ -1,5 +1,5 @@
 /**
- * The official input normalisation (`_prepare_im` + `color_norm`, spec §2.3): HWC BGR uint8 →
+ * Input tensors from decoded BGR pixels. CVNet's is the official input normalisation (`_prepare_im` + `color_norm`, spec §2.3): HWC BGR uint8 →
  * CHW float32, `(x / 255 − mean) / std` per channel, in BGR order, in float32 arithmetic.
  */
 import type { BgrImage } from "./decode.ts";
@@ -46,3 +46,22 @@ function channelTable(c: number): Float32Array {
   }
   return table;
 }
+
+/**
+ * RGB CHW float32 with values x/255 in [0, 1], for networks that rescale inside their graph
+ * (the default MobileNetV2 maps [0, 1] to [−1, 1] itself).
+ */
+export function toUnitRgbTensor(image: BgrImage): ImageTensor {
+  const { width, height, data } = image;
+  const plane = width * height;
+  const out = new Float32Array(plane * 3);
+  for (let c = 0; c < 3; c++) {
+    // RGB channel c is BGR channel 2 − c.
+    const base = c * plane;
+    for (let i = 0, s = 2 - c; i < plane; i++, s += 3)
+      out[base + i] = UNIT[data[s] as number] as number;
+  }
+  return { data: out, height, width };
+}
+
+const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);

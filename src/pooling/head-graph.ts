@@ -1,58 +1,44 @@
 /**
- * The per-scale descriptor head (spec §4.1–§4.3, §4.5) as float32 ONNX nodes appended to the
- * backbone's conv5 map: Regional-GeM → GeM+ (or CVNet's learned-p GeM) → L2 → FC. Running it
- * inside onnxruntime replaces ~10M scalar `Math.pow`s per image in JS with vectorised kernels.
- * Scale-GeM and the final L2 (2048 values per scale) stay in TypeScript.
+ * The per-scale descriptor head (spec §4.1–§4.3, §4.5) as float32 ONNX nodes appended to a
+ * network's feature map: Regional-GeM → GeM+ (or a learned-p GeM) → L2 → FC. Running it inside
+ * onnxruntime replaces ~10M scalar `Math.pow`s per image in JS with vectorised kernels. Scale-GeM
+ * and the final L2 stay in TypeScript. The FC is CVNet's learned projection, or a whitening
+ * (centring folded into the bias) for other networks.
+ *
+ * Overflow: x^4.6 overflows float32 once x passes ~2e8^(1/4.6)... in practice ResNet-101 conv5
+ * activations reach ~4e7, whose 4.6th power (~1e35) summed over a map overflows. Each power is
+ * therefore taken of the map divided by its per-channel maximum M and the root multiplied back:
+ * (mean (x/M)^p)^(1/p)·M, equal in real arithmetic, and every power then lies in [0, 1].
  */
-import type { StateDict } from "../checkpoint/state-dict.ts";
-import { getFloat32, requireKeys } from "../checkpoint/state-dict.ts";
 import { invalidArgument } from "../errors.ts";
 import type { OnnxGraph } from "../runtime/onnx-graph.ts";
 import { GEM_BASELINE_EPS, GEM_PLUS, NORMALIZE_EPS, RGEM } from "./constants.ts";
 
 /** Which SuperGlobal pooling modules the head applies (both default on, as `SupG` does). */
 export interface HeadOptions {
-  /** Regional-GeM (p 2.5, 5×5, reflection padding); off: the raw s4 map. */
+  /** Regional-GeM (p 2.5, 5×5, reflection padding); off: the raw feature map. */
   rgem: boolean;
-  /** GeM+ (p 4.6, eps 1e-8); off: CVNet's GeM with the learned p, eps 1e-6. */
+  /** GeM+ (p 4.6, eps 1e-8); off: GeM with the network's learned p (`poolP`), eps 1e-6. */
   gemp: boolean;
 }
 
-/** The head tensors of a CVNet state dict. */
+/** The learned parts of the head. */
 export interface HeadWeights {
-  /** [2048, 2048], torch Linear layout (out × in). */
+  /** [out, channels], torch Linear layout (CVNet's FC, or a whitening projection). */
   fcWeight: Float32Array;
+  /** [out]. */
   fcBias: Float32Array;
-  /** CVNet's learned GeM p (`encoder_q.head.pool.p`), used only with GeM+ off. */
+  /** The learned GeM p (CVNet's `encoder_q.head.pool.p`), used only with GeM+ off. */
   poolP: number;
 }
 
-export const DESCRIPTOR_DIM = 2048;
 export const VECTOR_OUTPUT = "vector";
 
-export const HEAD_KEYS = {
-  fcWeight: "encoder_q.head.fc.weight",
-  fcBias: "encoder_q.head.fc.bias",
-  poolP: "encoder_q.head.pool.p",
-} as const;
-
-/** The head tensors; NOT_FOUND naming every missing key, BAD_FILE for a wrong shape. */
-export function readHeadWeights(sd: StateDict, source = "checkpoint"): HeadWeights {
-  requireKeys(sd, Object.values(HEAD_KEYS), source);
-  const fcWeight = getFloat32(sd, HEAD_KEYS.fcWeight, [DESCRIPTOR_DIM, DESCRIPTOR_DIM], source);
-  const fcBias = getFloat32(sd, HEAD_KEYS.fcBias, [DESCRIPTOR_DIM], source);
-  const p = getFloat32(sd, HEAD_KEYS.poolP, undefined, source);
-  if (p.length !== 1 || !(p[0] > 0) || !Number.isFinite(p[0])) {
-    invalidArgument(`${source}: ${HEAD_KEYS.poolP}`, "one positive value", p);
-  }
-  return { fcWeight, fcBias, poolP: p[0] };
-}
-
 /**
- * Appends the head to `graph`, reading the map `s4` [1, 2048, h, w]; declares and returns the
- * output `vector` [1, 2048] (the FC output of this scale). Any h, w ≥ 1 works (see `reflectPad2`).
- * The intermediates `rgem` (the map after Regional-GeM, when on) and `gem` (the pooled [1, 2048])
- * can be declared as extra outputs for inspection.
+ * Appends the head to `graph`, reading the map `features` [1, channels, h, w]; declares and
+ * returns the output `vector` [1, out] (the FC output of this scale). Any h, w ≥ 1 works (see
+ * `reflectPad2`). The intermediates `rgem` (the map after Regional-GeM, when on) and `gem` (the
+ * pooled [1, channels]) can be declared as extra outputs for inspection.
  *
  * Powers: x^2.5 is `x·x·√x` and other powers `exp(p·ln x)`. onnxruntime's `Pow` with a
  * non-integer exponent calls `std::pow` per element: on the 5.6M values of a 1024×768 image's three
@@ -62,29 +48,32 @@ export function readHeadWeights(sd: StateDict, source = "checkpoint"): HeadWeigh
  */
 export function appendDescriptorHead(
   graph: OnnxGraph,
-  s4: string,
+  features: string,
+  channels: number,
   weights: HeadWeights,
   options: HeadOptions,
 ): string {
-  if (weights.fcWeight.length !== DESCRIPTOR_DIM * DESCRIPTOR_DIM) {
+  const out = weights.fcBias.length;
+  if (out === 0 || weights.fcWeight.length !== out * channels) {
     invalidArgument(
       "weights.fcWeight",
-      `${DESCRIPTOR_DIM}×${DESCRIPTOR_DIM} values`,
+      `${out}×${channels} values (fcBias has ${out})`,
       weights.fcWeight,
     );
   }
-  if (weights.fcBias.length !== DESCRIPTOR_DIM) {
-    invalidArgument("weights.fcBias", `${DESCRIPTOR_DIM} values`, weights.fcBias);
-  }
   const scalar = (name: string, v: number) => graph.floatInit(name, [], new Float32Array([v]));
-  let x = s4;
+  let x = features;
   if (options.rgem) x = regionalGem(graph, x, scalar);
   const [p, eps] = options.gemp ? [GEM_PLUS.p, GEM_PLUS.eps] : [weights.poolP, GEM_BASELINE_EPS];
-  // GeM: (mean_hw clamp(x, eps)^p)^(1/p).
+  // GeM: (mean_hw clamp(x, eps)^p)^(1/p), scaled by the channel maximum (see the file doc).
   const clamped = graph.node("Clip", [x, scalar("gem.eps", eps)], {}, ["gem.clamped"])[0];
-  const powered = power(graph, clamped, p, "gem", scalar);
-  const mean = graph.node("ReduceMean", [powered], { axes: [2, 3], keepdims: 0 }, ["gem.mean"])[0];
-  const g = graph.node("Pow", [mean, scalar("gem.inv_p", 1 / p)], {}, ["gem"])[0];
+  const max = graph.node("ReduceMax", [clamped], { axes: [2, 3], keepdims: 1 }, ["gem.max"])[0];
+  const ratio = graph.node("Div", [clamped, max], {}, ["gem.ratio"])[0];
+  const powered = power(graph, ratio, p, "gem", scalar);
+  const mean = graph.node("ReduceMean", [powered], { axes: [2, 3], keepdims: 1 }, ["gem.mean"])[0];
+  const root = graph.node("Pow", [mean, scalar("gem.inv_p", 1 / p)], {}, ["gem.root"])[0];
+  const scaled = graph.node("Mul", [root, max], {}, ["gem.scaled"])[0];
+  const g = graph.node("Flatten", [scaled], { axis: 1 }, ["gem"])[0];
   // F.normalize: g / max(‖g‖, 1e-12).
   const norm = graph.node("ReduceL2", [g], { axes: [1], keepdims: 1 }, ["l2.norm"])[0];
   const clampedNorm = graph.node("Max", [norm, scalar("l2.eps", NORMALIZE_EPS)], {}, [
@@ -95,13 +84,13 @@ export function appendDescriptorHead(
     "Gemm",
     [
       unit,
-      graph.floatInit("fc.weight", [DESCRIPTOR_DIM, DESCRIPTOR_DIM], weights.fcWeight),
-      graph.floatInit("fc.bias", [DESCRIPTOR_DIM], weights.fcBias),
+      graph.floatInit("fc.weight", [out, channels], weights.fcWeight),
+      graph.floatInit("fc.bias", [out], weights.fcBias),
     ],
     { transB: 1 },
     [VECTOR_OUTPUT],
   );
-  graph.output(VECTOR_OUTPUT, [1, DESCRIPTOR_DIM]);
+  graph.output(VECTOR_OUTPUT, [1, out]);
   return VECTOR_OUTPUT;
 }
 
@@ -114,8 +103,20 @@ type Scalar = (name: string, v: number) => string;
  * value (halving is exact).
  */
 function regionalGem(graph: OnnxGraph, x: string, scalar: Scalar): string {
+  // Scaled by the channel maximum against overflow (see the file doc); the floor keeps an
+  // all-zero channel at 0 instead of 0/0.
+  const max = graph.node(
+    "Max",
+    [
+      graph.node("ReduceMax", [x], { axes: [2, 3], keepdims: 1 }, ["rgem.max"])[0],
+      scalar("rgem.tiny", 1e-30),
+    ],
+    {},
+    ["rgem.scale"],
+  )[0];
+  const ratio = graph.node("Div", [x, max], {}, ["rgem.ratio"])[0];
   // The power is element-wise, so it commutes with the padding: taken first, on fewer values.
-  const powered = power(graph, x, RGEM.p, "rgem", scalar);
+  const powered = power(graph, ratio, RGEM.p, "rgem", scalar);
   const padded = reflectPad2(graph, powered);
   const mean = graph.node(
     "AveragePool",
@@ -124,7 +125,8 @@ function regionalGem(graph: OnnxGraph, x: string, scalar: Scalar): string {
     ["rgem.mean"],
   )[0];
   const root = power(graph, mean, 1 / RGEM.p, "rgem.root", scalar);
-  const sum = graph.node("Add", [root, x], {}, ["rgem.sum"])[0];
+  const unscaled = graph.node("Mul", [root, max], {}, ["rgem.unscaled"])[0];
+  const sum = graph.node("Add", [unscaled, x], {}, ["rgem.sum"])[0];
   return graph.node("Mul", [sum, scalar("rgem.half", 0.5)], {}, ["rgem"])[0];
 }
 

@@ -56,6 +56,11 @@ export class OnnxSession {
     return out;
   }
 
+  /** The model's output names, in graph order. */
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
   async release(): Promise<void> {
     await this.session.release();
   }

@@ -9,6 +9,7 @@ import type { StateDict } from "../../checkpoint/state-dict.ts";
 import { getFloat32, requireKeys } from "../../checkpoint/state-dict.ts";
 import { assertOneOf, invalidArgument } from "../../errors.ts";
 import { OnnxGraph } from "../../runtime/onnx-graph.ts";
+import { IMAGE_INPUT } from "../network.ts";
 import { foldBatchNorm } from "./batchnorm.ts";
 
 export type Depth = 50 | 101;
@@ -24,22 +25,6 @@ export const STAGE_BLOCKS: Record<Depth, readonly number[]> = {
 /** The ReLU+ clamp floor (`relup(0.014)`). */
 export const RELUP_FLOOR = 0.014;
 
-/**
- * Metadata keys stored in the model, so a saved model says what it was built as. `head` is
- * "true" when the descriptor head follows s4 (then `rgem` and `gemp` say how it pools); models
- * without the key have no head.
- */
-export const BACKBONE_METADATA = {
-  kind: "superglobal.kind",
-  depth: "superglobal.depth",
-  relup: "superglobal.relup",
-  head: "superglobal.head",
-  rgem: "superglobal.rgem",
-  gemp: "superglobal.gemp",
-} as const;
-export const BACKBONE_KIND = "cvnet-backbone";
-
-export const INPUT_NAME = "image";
 export const OUTPUT_NAME = "s4";
 
 const PREFIX = "encoder_q.";
@@ -188,9 +173,6 @@ export function buildBackboneGraph(
   requireKeys(sd, backboneKeys(depth), source);
 
   const graph = new OnnxGraph(`cvnet_resnet${depth}_s4`);
-  graph.metadata(BACKBONE_METADATA.kind, BACKBONE_KIND);
-  graph.metadata(BACKBONE_METADATA.depth, String(depth));
-  graph.metadata(BACKBONE_METADATA.relup, String(relup));
   const tensors = new Map<string, { name: string; offset: number }>();
   const floorNames = new Map<number, string>();
 
@@ -241,7 +223,7 @@ export function buildBackboneGraph(
     return graph.node("Clip", [x, floorName], {}, [name])[0];
   };
 
-  let x = graph.input(INPUT_NAME, [1, 3, "h", "w"]);
+  let x = graph.input(IMAGE_INPUT, [1, 3, "h", "w"]);
   x = act(conv(x, STEM, 2, "stem.conv"), 0, "stem.relu");
   x = graph.node("MaxPool", [x], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, [
     "stem",

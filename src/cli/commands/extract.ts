@@ -137,11 +137,7 @@ export async function runExtract(
   const store =
     flags.cache === undefined
       ? undefined
-      : DescriptorStore.open(flags.cache, DESCRIPTOR_DIM, {
-          source: extractor.source,
-          ...extractor.options,
-          threads: undefined,
-        });
+      : DescriptorStore.open(flags.cache, DESCRIPTOR_DIM, { model: extractor.identity });
   const out = new Float32Array(images.length * DESCRIPTOR_DIM);
   const failures: string[] = [];
   const bar = progress("extract", images.length);
