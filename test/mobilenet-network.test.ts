@@ -14,8 +14,6 @@ import sharp from "sharp";
 import {
   buildDefaultNetwork,
   CONVERTER_VERSION,
-  defaultCacheDir,
-  loadDefaultNetwork,
 } from "../src/backbone/mobilenet/default-network.ts";
 import {
   CUT_NODE,
@@ -227,62 +225,4 @@ test("an op kind the converter does not know is refused by name", () => {
     model.file,
     /op Maximum \(node .*expanded_conv_2\/add\)/,
   );
-});
-
-test("the cache folder follows SUPERGLOBAL_CACHE, then XDG_CACHE_HOME, then ~/.cache", () => {
-  assert.equal(defaultCacheDir({ SUPERGLOBAL_CACHE: "/a", XDG_CACHE_HOME: "/b" }), "/a");
-  assert.equal(defaultCacheDir({ XDG_CACHE_HOME: "/b" }), join("/b", "superglobal"));
-  assert.match(defaultCacheDir({ XDG_CACHE_HOME: "relative" }), /\.cache\/superglobal$/);
-  assert.match(defaultCacheDir({}), /\.cache\/superglobal$/);
-});
-
-test("the converted model is cached, reused, and rebuilt when the cache file is corrupt", async () => {
-  const dir = tempDir();
-  const saved = process.env["SUPERGLOBAL_CACHE"];
-  process.env["SUPERGLOBAL_CACHE"] = dir;
-  try {
-    const first = await loadDefaultNetwork();
-    assert.equal(first.fromCache, false);
-    assert.ok(first.cachePath?.startsWith(dir), String(first.cachePath));
-    const path = first.cachePath!;
-    assertSameBytes(readFileSync(path), first.model, "the cache file holds the model");
-    assertSameBytes(first.model, network(), "the cached model is the converted one");
-
-    const second = await loadDefaultNetwork();
-    assert.equal(second.fromCache, true);
-    assert.equal(second.cachePath, path);
-    assertSameBytes(second.model, first.model, "the model read back from the cache");
-
-    for (const corrupt of [
-      first.model.subarray(0, first.model.length - 100), // truncated: the metadata is lost
-      first.model.subarray(0, first.model.length >> 1), // truncated mid-weights
-      new TextEncoder().encode("garbage"),
-      new Uint8Array(0),
-    ]) {
-      writeFileSync(path, corrupt);
-      const rebuilt = await loadDefaultNetwork();
-      assert.equal(rebuilt.fromCache, false);
-      assertSameBytes(rebuilt.model, first.model, "the rebuilt model");
-      assertSameBytes(readFileSync(path), first.model, "the rewritten cache file");
-    }
-    assert.equal((await loadDefaultNetwork()).fromCache, true);
-  } finally {
-    if (saved === undefined) delete process.env["SUPERGLOBAL_CACHE"];
-    else process.env["SUPERGLOBAL_CACHE"] = saved;
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test("an unwritable cache folder falls back to converting in memory", async () => {
-  const dir = tempDir();
-  try {
-    const blocker = join(dir, "a-file");
-    writeFileSync(blocker, "");
-    const result = await loadDefaultNetwork({ cacheDir: join(blocker, "cache") });
-    assert.equal(result.fromCache, false);
-    assert.equal(result.cachePath, null);
-    assertSameBytes(result.model, network(), "the model converted in memory");
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
 });

@@ -30,4 +30,6 @@ export interface NetworkGraph {
   relup: boolean | null;
   /** sha256 (hex) of the network's weights as read. */
   weights: string;
+  /** Where the weights came from, for people (e.g. `nsfwjs@4.3.0, …`); not part of the identity. */
+  source?: string;
 }

@@ -11,6 +11,7 @@ import { type ImageTensor, toInputTensor, toUnitRgbTensor } from "../image/norma
 import { resizeBilinear, scaledSize } from "../image/resize.ts";
 import { scaleGemMax, scaleMean } from "../pooling/scale-gem.ts";
 import { l2Normalize } from "../pooling/vector.ts";
+import { DEFAULT_WHITENING_DIR, defaultModel } from "./default-model.ts";
 import { type BackboneOutput, DescriptorModel } from "./model.ts";
 import { type ModelInfo, modelIdentity } from "./model-metadata.ts";
 import {
@@ -19,6 +20,7 @@ import {
   resolveOptions,
   SCALE_SETS,
 } from "./options.ts";
+import { DEFAULT_MODEL } from "./registry.ts";
 
 /** CVNet's descriptor dimension; other models have their own (`extractor.dim`). */
 export { CVNET_DIM as DESCRIPTOR_DIM } from "../backbone/cvnet/cvnet-network.ts";
@@ -107,9 +109,34 @@ export class Extractor {
    * and giving one that differs is refused (INVALID_ARGUMENT naming it). A checkpoint's depth is
    * read from its tensors; a contradicting `depth` is refused.
    */
-  static async create(options: ExtractorOptions): Promise<Extractor> {
+  static async create(options: ExtractorOptions = {}): Promise<Extractor> {
     const resolved = resolveOptions(options);
     const head = { rgem: resolved.rgem, gemp: resolved.gemp };
+    if (options.checkpoint === undefined && (options.model ?? DEFAULT_MODEL) === DEFAULT_MODEL) {
+      for (const key of ["depth", "relup"] as const) {
+        if (options[key] !== undefined) {
+          invalidArgument(
+            key,
+            "nothing: it is a CVNet option, not one of the default model",
+            options[key],
+          );
+        }
+      }
+      const { model: bytes } = await defaultModel({
+        head,
+        whitening: options.whitening === undefined ? DEFAULT_WHITENING_DIR : options.whitening,
+        ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
+      });
+      const model = await DescriptorModel.fromBytes(bytes, DEFAULT_MODEL, resolved.threads);
+      return new Extractor(model, { ...resolved, relup: false });
+    }
+    if (options.whitening !== undefined) {
+      invalidArgument(
+        "whitening",
+        "nothing: only the default model takes a whitening",
+        options.whitening,
+      );
+    }
     if (options.model !== undefined) {
       const path = options.model;
       const model = await DescriptorModel.load(path, { threads: resolved.threads });

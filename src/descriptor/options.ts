@@ -4,6 +4,7 @@
  */
 import { DEPTHS, type Depth } from "../backbone/cvnet/resnet-graph.ts";
 import { assertInteger, assertOneOf, invalidArgument } from "../errors.ts";
+import { DEFAULT_MODEL, registeredModel } from "./registry.ts";
 
 export type { Depth } from "../backbone/cvnet/resnet-graph.ts";
 
@@ -22,14 +23,22 @@ export interface ExtractorOptions {
   /** CVNet checkpoint (`CVPR2022_CVNet_R50.pyth` / `R101`), read directly. */
   checkpoint?: string;
   /**
-   * A model saved with `Extractor.save()` or `superglobal build-model`: starts faster than a
-   * checkpoint (no checkpoint parsing, no graph building). It records depth, relup, gemp and rgem;
-   * leave them out (or give the recorded values: others are refused).
+   * A registered model name (`superglobal models` lists them; `"default"` ships with the package
+   * and is used when neither `model` nor `checkpoint` is given), or a model file saved with
+   * `Extractor.save()` / `superglobal build-model` (it records depth, relup, gemp and rgem: leave
+   * them out, or give the recorded values: others are refused).
    */
   model?: string;
+  /**
+   * The default model's whitening: a folder written by `writeWhitening` (default: the one that
+   * ships with the package), or null for none. Other models have their own FC.
+   */
+  whitening?: string | null;
+  /** Where models made at first use are cached (default: `$SUPERGLOBAL_CACHE`, `~/.cache/superglobal`). */
+  cacheDir?: string;
   /** ResNet depth of the checkpoint: 50 or 101; read from the checkpoint when left out. */
   depth?: Depth;
-  /** Scale set: 1, 3 (default, [0.7071, 1, 1.4142]) or 5. */
+  /** Scale set: 1, 3 ([0.7071, 1, 1.4142]) or 5; default: the model's (3 for CVNet). */
   scales?: ScaleSet;
   /** GeM+ (p 4.6); off: CVNet's GeM with the checkpoint's learned p. Default on. Built into the model. */
   gemp?: boolean;
@@ -54,8 +63,8 @@ export interface ResolvedOptions {
   threads: number | undefined;
 }
 
-function flag(name: string, value: unknown): boolean {
-  if (value === undefined) return true;
+function flag(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
   if (typeof value !== "boolean") invalidArgument(name, "a boolean", value);
   return value;
 }
@@ -63,23 +72,32 @@ function flag(name: string, value: unknown): boolean {
 export function resolveOptions(options: ExtractorOptions): ResolvedOptions {
   if (typeof options !== "object" || options === null)
     invalidArgument("options", "an object", options);
-  const hasCheckpoint = options.checkpoint !== undefined;
-  const hasModel = options.model !== undefined;
-  if (hasCheckpoint === hasModel) {
-    invalidArgument("options", "exactly one of checkpoint or model", options);
+  if (options.checkpoint !== undefined && options.model !== undefined) {
+    invalidArgument("options", "at most one of checkpoint or model", options);
   }
-  if (hasCheckpoint && typeof options.checkpoint !== "string") {
+  if (options.checkpoint !== undefined && typeof options.checkpoint !== "string") {
     invalidArgument("checkpoint", "a file path", options.checkpoint);
   }
-  if (hasModel && typeof options.model !== "string")
-    invalidArgument("model", "a file path", options.model);
+  if (options.model !== undefined && (typeof options.model !== "string" || options.model === "")) {
+    invalidArgument("model", "a model name or a file path", options.model);
+  }
+  if (
+    options.whitening !== undefined &&
+    options.whitening !== null &&
+    typeof options.whitening !== "string"
+  ) {
+    invalidArgument("whitening", "a folder path or null", options.whitening);
+  }
+  const entry =
+    options.checkpoint === undefined ? registeredModel(options.model ?? DEFAULT_MODEL) : undefined;
+  const defaults = entry?.defaults ?? { scales: 3, rgem: true, gemp: true };
   return {
     depth: options.depth === undefined ? undefined : assertOneOf("depth", options.depth, DEPTHS),
-    scales: assertOneOf("scales", options.scales ?? 3, [1, 3, 5] as const),
-    gemp: flag("gemp", options.gemp),
-    rgem: flag("rgem", options.rgem),
-    sgem: flag("sgem", options.sgem),
-    relup: flag("relup", options.relup),
+    scales: assertOneOf("scales", options.scales ?? defaults.scales, [1, 3, 5] as const),
+    gemp: flag("gemp", options.gemp, defaults.gemp),
+    rgem: flag("rgem", options.rgem, defaults.rgem),
+    sgem: flag("sgem", options.sgem, true),
+    relup: flag("relup", options.relup, true),
     threads:
       options.threads === undefined
         ? undefined

@@ -14,8 +14,11 @@
  * those convolutions get explicit pads; for stride 2 it depends on the parity of the size, so
  * they get auto_pad SAME_UPPER, which is the same rule.
  */
+
+import { hashWeights } from "../../core/hash.ts";
 import { SuperglobalError } from "../../errors.ts";
 import { OnnxGraph } from "../../runtime/onnx-graph.ts";
+import type { NetworkGraph } from "../network.ts";
 import type { Tensor, TfjsAttr, TfjsGraphModel, TfjsNode } from "./tfjs-model.ts";
 import { decodeWeights } from "./tfjs-model.ts";
 
@@ -37,6 +40,8 @@ export const MOBILENET_METADATA = {
   converter: "superglobal.converter",
 } as const;
 export const MOBILENET_KIND = "nsfwjs-mobilenet_v2_mid";
+/** The network's name in model records: MobileNetV2 width 1.4, weights from nsfwjs. */
+export const NETWORK_NAME = "mobilenetv2-1.4-nsfwjs";
 export const INPUT_CONVENTION = "RGB, x/255 in [0,1], float32 NCHW [1,3,H,W]";
 
 export interface ConvertOptions {
@@ -59,8 +64,8 @@ export function findNode(model: TfjsGraphModel, suffix: string): TfjsNode {
   return found[0];
 }
 
-/** ONNX bytes of the graph up to CUT_NODE. */
-export function convertMobilenet(model: TfjsGraphModel, options: ConvertOptions): Uint8Array {
+/** The network up to CUT_NODE, as a graph the descriptor head can be appended to. */
+export function mobilenetNetwork(model: TfjsGraphModel, options: ConvertOptions): NetworkGraph {
   const weights = decodeWeights(model);
   const graph = new OnnxGraph("nsfwjs_mobilenet_v2_mid_features");
   const cut = findNode(model, CUT_NODE);
@@ -74,6 +79,25 @@ export function convertMobilenet(model: TfjsGraphModel, options: ConvertOptions)
     );
   }
   graph.output(OUTPUT_NAME, [1, FEATURE_CHANNELS, "feature_height", "feature_width"]);
+  return {
+    graph,
+    output: OUTPUT_NAME,
+    channels: FEATURE_CHANNELS,
+    network: NETWORK_NAME,
+    input: "rgb-unit",
+    relup: null,
+    weights: hashWeights(
+      [...weights.entries()]
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([name, t]) => ({ name, dims: t.shape, data: t.data })),
+    ),
+    source: `${options.source}, ${CUT_NODE}, converter ${options.converter}`,
+  };
+}
+
+/** ONNX bytes of the bare network up to CUT_NODE, with its provenance in the metadata. */
+export function convertMobilenet(model: TfjsGraphModel, options: ConvertOptions): Uint8Array {
+  const { graph } = mobilenetNetwork(model, options);
   graph.metadata(MOBILENET_METADATA.kind, MOBILENET_KIND);
   graph.metadata(MOBILENET_METADATA.source, options.source);
   graph.metadata(MOBILENET_METADATA.cut, CUT_NODE);
