@@ -5,6 +5,7 @@
  */
 import { Command } from "commander";
 import { SuperglobalError } from "../errors.ts";
+import { VERSION } from "../version.ts";
 import { register as registerBuildModel } from "./commands/build-model.ts";
 import { register as registerEval } from "./commands/eval.ts";
 import { register as registerExtract } from "./commands/extract.ts";
@@ -14,6 +15,7 @@ import { register as registerSearch } from "./commands/search.ts";
 const program = new Command()
   .name("superglobal")
   .description("SuperGlobal image retrieval: descriptors, search, reranking and evaluation")
+  .version(VERSION)
   .showHelpAfterError();
 
 // Subcommands register here, one line each, in pipeline order.
