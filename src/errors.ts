@@ -7,7 +7,10 @@ export type ErrorCode =
   | "BAD_FILE" // a file exists but its content is not what it should be
   | "NOT_FOUND" // a file, key or id that must exist does not
   | "BAD_IMAGE" // an image could not be decoded, or is unusable
-  | "UNSUPPORTED"; // valid input that we do not handle (yet)
+  | "UNSUPPORTED" // valid input that we do not handle (yet)
+  | "BUSY" // a resource is held by another live process (e.g. an index another writer has open)
+  | "MODEL_MISMATCH" // stored data was made by another model (or dimension) than the caller's
+  | "IO_ERROR"; // the system refused a read or write (disk full, I/O error); names the file
 
 export class SuperglobalError extends Error {
   readonly code: ErrorCode;
