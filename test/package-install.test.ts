@@ -18,8 +18,10 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -133,6 +135,16 @@ test("npm pack, then install offline into a new project: CLI, imports and types 
       !shipped.some((f) => p === f || p.startsWith(`${f}/`)),
   );
   assert.deepEqual(extras, [], "files outside dist/*.js, dist/*.d.ts and the `files` folders");
+  // Data the code reads at run time (models/…) ships whenever it exists and is not an empty folder.
+  for (const entry of shipped) {
+    const at = join(stage, entry);
+    if (!existsSync(at) || (statSync(at).isDirectory() && readdirSync(at).length === 0)) continue;
+    assert.ok(
+      paths.some((p) => p === entry || p.startsWith(`${entry}/`)),
+      `${entry} is in the tarball`,
+    );
+  }
+
   const stale = paths.filter(
     (p) =>
       p.startsWith("dist/") &&
