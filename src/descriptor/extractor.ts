@@ -207,9 +207,13 @@ export class Extractor {
     await this.model.release();
   }
 
-  private async prepare(
+  /**
+   * The model's input tensor of an image (decode, crop, normalise): the first half of `extract`.
+   * Batch jobs call it for the next image while `fromTensor` runs the current one.
+   */
+  async prepare(
     image: string | Uint8Array | BgrImage,
-    input: ExtractInput,
+    input: ExtractInput = {},
   ): Promise<ImageTensor> {
     if (typeof input !== "object" || input === null) invalidArgument("input", "an object", input);
     let t = performance.now();

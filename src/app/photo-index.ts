@@ -1,0 +1,446 @@
+/**
+ * The product's main job as a library: a persistent index of photos that keeps their file names,
+ * and search over it. It ties together the extractor (descriptor/), the crash-safe storage
+ * (index/), exact search (search/) and reranking (rerank/):
+ *
+ *   const index = await Index.open("photos.sgi", { create: true });   // default model
+ *   await index.add(findImages(["~/photos"]), { onProgress });
+ *   const { hits } = await index.search("query.jpg", { top: 10 });
+ *
+ * One index = one model: the model's identity (content hash of its weights and the extraction
+ * settings) is stored in the index, and how to rebuild the model beside it (`model.json` inside
+ * the store's manifest), so `open` needs no model options later and refuses a different model.
+ */
+
+import { createHash } from "node:crypto";
+import { readFile, stat } from "node:fs/promises";
+import { resolve } from "node:path";
+import type { Float32Matrix } from "../core/matrix.ts";
+import { Extractor } from "../descriptor/extractor.ts";
+import type { ExtractorOptions } from "../descriptor/options.ts";
+import { assertInteger, assertOneOf, invalidArgument, SuperglobalError } from "../errors.ts";
+import type { Box } from "../image/crop.ts";
+import {
+  type FailedEntry,
+  type IndexInfo,
+  IndexStore,
+  type VectorDtype,
+} from "../index/index-store.ts";
+import { AdaptiveReranker } from "../rerank/adaptive-rerank.ts";
+import type { Reranker } from "../rerank/reranker.ts";
+import { SuperGlobalReranker } from "../rerank/superglobal-rerank.ts";
+import { ExactSearch } from "../search/exact-search.ts";
+
+/** Reranking modes: `adaptive` (the default: never worse on small groups), `paper`, `off`. */
+export type RerankMode = "adaptive" | "paper" | "off";
+export const RERANK_MODES: readonly RerankMode[] = ["adaptive", "paper", "off"];
+
+/** How the index's model is made: the extractor options a user gave (paths made absolute). */
+export type ModelSpec = Omit<ExtractorOptions, "threads" | "cacheDir">;
+
+export interface IndexOpenOptions {
+  /** The model, for a new index (default: the default model); for an existing one, optional and checked. */
+  model?: ModelSpec;
+  /** Create the index when the folder does not hold one (default false). */
+  create?: boolean;
+  /** Open for searching only: no lock, a snapshot of what was committed (default false). */
+  readOnly?: boolean;
+  /** On-disk type of a new index's vectors (default float32). */
+  dtype?: VectorDtype;
+  /** onnxruntime threads (default: all cores). */
+  threads?: number;
+  /** Model cache folder (see runtime/model-cache.ts). */
+  cacheDir?: string;
+}
+
+/** One image finished by `add`. */
+export interface AddEvent {
+  /** Images finished so far (including unchanged ones), 1..total. */
+  done: number;
+  total: number;
+  path: string;
+  status: "added" | "updated" | "unchanged" | "failed";
+  /** Why it failed. */
+  error?: string;
+  /** Milliseconds this image took. */
+  ms: number;
+  /** Images durably committed so far: a killed job keeps at least these. */
+  committed: number;
+}
+
+export interface AddOptions {
+  onProgress?: (event: AddEvent) => void;
+  signal?: AbortSignal;
+  /** Commit at least every this many images (default 32) … */
+  commitEvery?: number;
+  /** … and at least every this many milliseconds (default 2000). */
+  commitMs?: number;
+}
+
+export interface AddSummary {
+  added: number;
+  updated: number;
+  unchanged: number;
+  failed: Array<{ path: string; reason: string }>;
+}
+
+export interface SearchOptions {
+  /** Results to return (default 10). */
+  top?: number;
+  /** Crop the query image to [x1, y1, x2, y2] first. */
+  bbox?: Box;
+  /** Default `adaptive`. */
+  rerank?: RerankMode;
+}
+
+export interface SearchHit {
+  /** 1-based. */
+  rank: number;
+  path: string;
+  /** Similarity: the dot product, or the reranker's score for reranked results. */
+  score: number;
+}
+
+export interface SearchResult {
+  hits: SearchHit[];
+  /** Milliseconds per stage. */
+  timings: { extract: number; search: number; rerank: number };
+}
+
+/** Where the store keeps how to rebuild the model (an extra field of its manifest). */
+const SPEC_KEY = "modelSpec";
+
+export class Index {
+  private searcher: ExactSearch | undefined;
+  private readonly rerankers = new Map<RerankMode, Reranker>();
+
+  private constructor(
+    readonly path: string,
+    private readonly store: IndexStore,
+    readonly extractor: Extractor,
+    /** How the model is made (stored in the index). */
+    readonly modelSpec: ModelSpec,
+    private readonly threads: number | undefined,
+  ) {}
+
+  /**
+   * Opens the index in folder `path` (creating it with `create: true`). An existing index brings
+   * its own model; a `model` given for it must be the same model (MODEL_MISMATCH otherwise).
+   */
+  static async open(path: string, options: IndexOpenOptions = {}): Promise<Index> {
+    if (typeof path !== "string" || path === "") invalidArgument("path", "a folder path", path);
+    const dir = resolve(path);
+    const exists = IndexStore.exists(dir);
+    if (!exists && options.create !== true) {
+      throw new SuperglobalError(
+        "NOT_FOUND",
+        `${path}: no index here (create one with \`superglobal index DIR --index ${path}\`)`,
+        { input: path },
+      );
+    }
+    const extractorExtras = {
+      ...(options.threads === undefined ? {} : { threads: options.threads }),
+      ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
+    };
+    let spec: ModelSpec;
+    if (exists) {
+      const stored = IndexStore.readExtra(dir)[SPEC_KEY] as ModelSpec | undefined;
+      spec = options.model === undefined ? (stored ?? {}) : absoluteSpec(options.model);
+    } else {
+      spec = absoluteSpec(options.model ?? {});
+    }
+    const extractor = await Extractor.create({ ...spec, ...extractorExtras });
+    try {
+      const store = exists
+        ? IndexStore.open(dir, { model: extractor.identity, readOnly: options.readOnly ?? false })
+        : IndexStore.create(dir, {
+            model: extractor.identity,
+            dim: extractor.dim,
+            ...(options.dtype === undefined ? {} : { dtype: options.dtype }),
+            extra: { [SPEC_KEY]: spec },
+          });
+      return new Index(dir, store, extractor, spec, options.threads);
+    } catch (error) {
+      await extractor.release();
+      throw error;
+    }
+  }
+
+  /** Searchable images. */
+  get size(): number {
+    return this.store.size;
+  }
+
+  /**
+   * Adds images (absolute or relative paths of files): new and changed files are described and
+   * committed in batches, unchanged ones skipped, failures recorded with their reason (and
+   * retried only when the file changes). The next image is decoded while the current one runs
+   * in the model. Returns what happened; never throws for a bad image.
+   */
+  async add(paths: readonly string[], options: AddOptions = {}): Promise<AddSummary> {
+    const commitEvery = assertInteger("commitEvery", options.commitEvery ?? 32, 1);
+    const commitMs = assertInteger("commitMs", options.commitMs ?? 2000, 0);
+    const files = [...new Set(paths.map((p) => resolve(p)))];
+    const summary: AddSummary = { added: 0, updated: 0, unchanged: 0, failed: [] };
+    let done = 0;
+    let committed = 0;
+    let pending = 0;
+    let lastCommit = performance.now();
+    const commit = () => {
+      this.store.commit();
+      committed += pending;
+      pending = 0;
+      lastCommit = performance.now();
+    };
+    const report = (path: string, status: AddEvent["status"], since: number, error?: string) => {
+      done += 1;
+      options.onProgress?.({
+        done,
+        total: files.length,
+        path,
+        status,
+        ...(error === undefined ? {} : { error }),
+        ms: performance.now() - since,
+        committed,
+      });
+    };
+    // Prepared one image ahead: reading, hashing and decoding the next file overlap inference.
+    let next = files.length > 0 ? this.prepare(files[0] as string) : undefined;
+    try {
+      for (let i = 0; i < files.length; i++) {
+        options.signal?.throwIfAborted();
+        const since = performance.now();
+        const item = await (next as Promise<Prepared>);
+        next = i + 1 < files.length ? this.prepare(files[i + 1] as string) : undefined;
+        const path = files[i] as string;
+        if (item.kind === "unchanged") {
+          summary.unchanged += 1;
+          report(path, "unchanged", since);
+          continue;
+        }
+        let reason = item.kind === "failed" ? item.reason : undefined;
+        if (item.kind === "ready") {
+          try {
+            const { descriptor } = await this.extractor.fromTensor(item.tensor);
+            if (!descriptor.every(Number.isFinite)) {
+              reason = "the descriptor is not finite (the image gives no usable features)";
+            } else {
+              const entry = { path, size: item.size, mtimeMs: item.mtimeMs, hash: item.hash };
+              this.store.put(entry, descriptor);
+              pending += 1;
+              if (item.status === "changed") summary.updated += 1;
+              else summary.added += 1;
+              if (pending >= commitEvery || performance.now() - lastCommit >= commitMs) commit();
+              report(path, item.status === "changed" ? "updated" : "added", since);
+              continue;
+            }
+          } catch (error) {
+            if (!(error instanceof SuperglobalError)) throw error;
+            reason = error.message;
+          }
+        }
+        const failed: FailedEntry = {
+          path,
+          size: item.size,
+          mtimeMs: item.mtimeMs,
+          hash: item.hash,
+          reason: reason ?? "unknown",
+        };
+        this.store.putFailed(failed);
+        pending += 1;
+        summary.failed.push({ path, reason: failed.reason });
+        report(path, "failed", since, failed.reason);
+      }
+    } finally {
+      // Whatever was described before an abort or a bug is kept.
+      if (pending > 0) commit();
+      await next?.catch(() => {});
+    }
+    return summary;
+  }
+
+  /** Drops these paths from the index; returns how many were there. */
+  async remove(paths: readonly string[]): Promise<number> {
+    const n = this.store.remove(paths.map((p) => resolve(p)));
+    this.store.commit();
+    this.store.compactIfNeeded();
+    return n;
+  }
+
+  /** Drops entries (and failures) whose files are gone; returns their paths. */
+  async prune(): Promise<string[]> {
+    const gone = this.store.prune();
+    this.store.commit();
+    this.store.compactIfNeeded();
+    return gone;
+  }
+
+  /** The stored descriptor of an indexed image (a copy), or undefined. */
+  vector(path: string): Float32Array | undefined {
+    return this.store.vector(resolve(path));
+  }
+
+  /** Paths of the searchable images, in row order. */
+  paths(): string[] {
+    return [...this.store.entries()].map((e) => e.path);
+  }
+
+  /**
+   * The best matches of a query: an image (path or encoded bytes) or a descriptor of this index's
+   * model. Failed images are never results.
+   */
+  async search(
+    query: string | Uint8Array | Float32Array,
+    options: SearchOptions = {},
+  ): Promise<SearchResult> {
+    const top = assertInteger("top", options.top ?? 10, 1);
+    const mode = assertOneOf("rerank", options.rerank ?? "adaptive", RERANK_MODES);
+    const timings = { extract: 0, search: 0, rerank: 0 };
+    let t = performance.now();
+    let q: Float32Array;
+    if (query instanceof Float32Array) {
+      if (query.length !== this.extractor.dim || !query.every(Number.isFinite)) {
+        invalidArgument("query", `${this.extractor.dim} finite values`, query);
+      }
+      q = query;
+    } else {
+      q = await this.extractor.extract(
+        query,
+        options.bbox === undefined ? {} : { bbox: options.bbox },
+      );
+      if (!q.every(Number.isFinite)) {
+        throw new SuperglobalError(
+          "BAD_IMAGE",
+          `${typeof query === "string" ? query : "query"}: the descriptor is not finite`,
+          { input: typeof query === "string" ? query : "query" },
+        );
+      }
+    }
+    timings.extract = performance.now() - t;
+    const db = this.store.matrix();
+    if (db.rows === 0) return { hits: [], timings };
+    t = performance.now();
+    const reranker = mode === "off" ? undefined : await this.reranker(mode);
+    const k = Math.min(db.rows, Math.max(top, reranker?.M ?? 0));
+    this.searcher ??= await ExactSearch.create(
+      this.threads === undefined ? {} : { threads: this.threads },
+    );
+    const found = await this.searcher.search(db, { data: q, rows: 1, cols: db.cols }, k);
+    timings.search = performance.now() - t;
+    let ids: Int32Array = found.ids;
+    let scores: ArrayLike<number> = found.scores;
+    if (reranker !== undefined) {
+      t = performance.now();
+      const head = Math.min(reranker.M, ids.length);
+      const reranked = await reranker.rerank(q, {
+        ids: found.ids,
+        descriptors: gatherRows(db, found.ids.subarray(0, head)),
+      });
+      // The head's scores are the reranker's; the tail keeps its dot products.
+      const byId = new Map<number, number>();
+      found.ids.forEach((id, j) => {
+        byId.set(id, found.scores[j] as number);
+      });
+      const out = Array.from(reranked.ids, (id, j) =>
+        j < reranked.head ? (reranked.scores[j] as number) : (byId.get(id) as number),
+      );
+      ids = reranked.ids;
+      scores = out;
+      timings.rerank = performance.now() - t;
+    }
+    const hits: SearchHit[] = [];
+    for (let j = 0; j < Math.min(top, ids.length); j++) {
+      hits.push({
+        rank: j + 1,
+        path: this.store.entryAt(ids[j] as number).path,
+        score: scores[j] as number,
+      });
+    }
+    return { hits, timings };
+  }
+
+  /** What `superglobal info` shows, plus how the model is made. */
+  info(): IndexInfo & { modelSpec: ModelSpec; network: string } {
+    return {
+      ...this.store.info(),
+      modelSpec: this.modelSpec,
+      network: this.extractor.info.network,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.store.close();
+    await this.searcher?.release();
+    for (const r of this.rerankers.values()) await r.release();
+    await this.extractor.release();
+  }
+
+  private async reranker(mode: Exclude<RerankMode, "off">): Promise<Reranker> {
+    let r = this.rerankers.get(mode);
+    if (r === undefined) {
+      const threads = this.threads === undefined ? {} : { threads: this.threads };
+      r =
+        mode === "paper"
+          ? await SuperGlobalReranker.create(threads)
+          : await AdaptiveReranker.create(threads);
+      this.rerankers.set(mode, r);
+    }
+    return r;
+  }
+
+  /** Reads, classifies, hashes and decodes one file; never throws for a bad file. */
+  private async prepare(path: string): Promise<Prepared> {
+    let size = 0;
+    let mtimeMs = 0;
+    try {
+      const s = await stat(path);
+      size = s.size;
+      mtimeMs = s.mtimeMs;
+      if (!s.isFile()) return { kind: "failed", size, mtimeMs, hash: null, reason: "not a file" };
+      const status = this.store.status({ path, size, mtimeMs });
+      if (status === "unchanged") return { kind: "unchanged" };
+      const bytes = await readFile(path);
+      const hash = createHash("sha256").update(bytes).digest("hex");
+      try {
+        const tensor = await this.extractor.prepare(bytes, { name: path });
+        return { kind: "ready", status, size, mtimeMs, hash, tensor };
+      } catch (error) {
+        if (!(error instanceof SuperglobalError)) throw error;
+        return { kind: "failed", size, mtimeMs, hash, reason: error.message };
+      }
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return { kind: "failed", size, mtimeMs, hash: null, reason: `cannot read: ${reason}` };
+    }
+  }
+}
+
+type Prepared =
+  | { kind: "unchanged" }
+  | { kind: "failed"; size: number; mtimeMs: number; hash: string | null; reason: string }
+  | {
+      kind: "ready";
+      status: "new" | "changed";
+      size: number;
+      mtimeMs: number;
+      hash: string;
+      tensor: Awaited<ReturnType<Extractor["prepare"]>>;
+    };
+
+function gatherRows(db: Float32Matrix, ids: Int32Array): Float32Array {
+  const d = db.cols;
+  const out = new Float32Array(ids.length * d);
+  ids.forEach((id, j) => {
+    out.set(db.data.subarray(id * d, (id + 1) * d), j * d);
+  });
+  return out;
+}
+
+/** Paths in a model spec made absolute, so the index works from any folder. */
+function absoluteSpec(spec: ModelSpec): ModelSpec {
+  const out: ModelSpec = { ...spec };
+  if (out.checkpoint !== undefined) out.checkpoint = resolve(out.checkpoint);
+  if (out.model !== undefined && /[/\\]|\.onnx$/i.test(out.model)) out.model = resolve(out.model);
+  if (typeof out.whitening === "string") out.whitening = resolve(out.whitening);
+  return out;
+}
