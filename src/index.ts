@@ -13,6 +13,15 @@ export {
 } from "./descriptor/extractor.ts";
 export { buildModel, DescriptorModel } from "./descriptor/model.ts";
 export { type ExtractorOptions, SCALE_SETS } from "./descriptor/options.ts";
+export {
+  type ModelStatus,
+  modelStatuses,
+  modelsDir,
+  type PullOptions,
+  type PullResult,
+  pullModel,
+} from "./descriptor/pull.ts";
+export { MODELS, type ModelEntry } from "./descriptor/registry.ts";
 export { SuperglobalError } from "./errors.ts";
 export { type GroundTruth, readGroundTruth } from "./eval/ground-truth.ts";
 export {
@@ -29,6 +38,12 @@ export {
 export type { Box } from "./image/crop.ts";
 export { type BgrImage, decodeImage } from "./image/decode.ts";
 export { DescriptorStore } from "./index/store.ts";
+export {
+  type DownloadOptions,
+  type DownloadProgress,
+  type DownloadResult,
+  download,
+} from "./io/download.ts";
 export { readNpy, writeNpy } from "./io/npy.ts";
 export {
   type Candidates,

@@ -13,9 +13,15 @@ export type InputConvention =
   /** CVNet: BGR, `(x/255 − mean)/std` with ImageNet statistics (spec §2.3). */
   | "bgr-imagenet"
   /** RGB, x/255 in [0, 1] (networks that rescale inside their graph). */
-  | "rgb-unit";
+  | "rgb-unit"
+  /** RGB, `(x/255 − mean)/std` with ImageNet statistics (torchvision / ONNX model zoo models). */
+  | "rgb-imagenet";
 
-export const INPUT_CONVENTIONS: readonly InputConvention[] = ["bgr-imagenet", "rgb-unit"];
+export const INPUT_CONVENTIONS: readonly InputConvention[] = [
+  "bgr-imagenet",
+  "rgb-unit",
+  "rgb-imagenet",
+];
 
 export interface NetworkGraph {
   /** The graph, its feature map declared as an output. */

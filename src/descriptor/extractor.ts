@@ -7,11 +7,17 @@ import { loadCheckpoint } from "../checkpoint/load.ts";
 import { invalidArgument, SuperglobalError } from "../errors.ts";
 import { type Box, cropToBox } from "../image/crop.ts";
 import { type BgrImage, decodeImage } from "../image/decode.ts";
-import { type ImageTensor, toInputTensor, toUnitRgbTensor } from "../image/normalize.ts";
+import {
+  type ImageTensor,
+  toImagenetRgbTensor,
+  toInputTensor,
+  toUnitRgbTensor,
+} from "../image/normalize.ts";
 import { resizeBilinear, scaledSize } from "../image/resize.ts";
 import { scaleGemMax, scaleMean } from "../pooling/scale-gem.ts";
 import { l2Normalize } from "../pooling/vector.ts";
 import { DEFAULT_WHITENING_DIR, defaultModel } from "./default-model.ts";
+import { featureModel } from "./feature-model.ts";
 import { type BackboneOutput, DescriptorModel } from "./model.ts";
 import { type ModelInfo, modelIdentity } from "./model-metadata.ts";
 import {
@@ -20,6 +26,7 @@ import {
   resolveOptions,
   SCALE_SETS,
 } from "./options.ts";
+import { resolvePulled } from "./pull.ts";
 import { DEFAULT_MODEL } from "./registry.ts";
 
 /** CVNet's descriptor dimension; other models have their own (`extractor.dim`). */
@@ -110,6 +117,9 @@ export class Extractor {
    * read from its tensors; a contradicting `depth` is refused.
    */
   static async create(options: ExtractorOptions = {}): Promise<Extractor> {
+    // A pulled model's name (`cvnet-r50`, …) stands for its file in the model cache.
+    const pulled = resolvePulled(options);
+    if (pulled !== options) return Extractor.create(pulled);
     const resolved = resolveOptions(options);
     const head = { rgem: resolved.rgem, gemp: resolved.gemp };
     if (options.checkpoint === undefined && (options.model ?? DEFAULT_MODEL) === DEFAULT_MODEL) {
@@ -136,6 +146,12 @@ export class Extractor {
         "nothing: only the default model takes a whitening",
         options.whitening,
       );
+    }
+    if (options.feature !== undefined && options.model !== undefined) {
+      // A foreign ONNX feature network with the head appended (feature-model.ts).
+      const bytes = await featureModel(options.model, options.feature, head);
+      const model = await DescriptorModel.fromBytes(bytes, options.model, resolved.threads);
+      return new Extractor(model, { ...resolved, depth: undefined, relup: false });
     }
     if (options.model !== undefined) {
       const path = options.model;
@@ -230,8 +246,13 @@ export class Extractor {
     }
     t = this.lap("decode", t);
     if (input.bbox !== undefined) decoded = cropToBox(decoded, input.bbox);
+    const convention = this.model.info.input;
     const tensor =
-      this.model.info.input === "rgb-unit" ? toUnitRgbTensor(decoded) : toInputTensor(decoded);
+      convention === "rgb-unit"
+        ? toUnitRgbTensor(decoded)
+        : convention === "rgb-imagenet"
+          ? toImagenetRgbTensor(decoded)
+          : toInputTensor(decoded);
     this.lap("preprocess", t);
     return tensor;
   }

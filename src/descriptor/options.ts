@@ -4,6 +4,7 @@
  */
 import { DEPTHS, type Depth } from "../backbone/cvnet/resnet-graph.ts";
 import { assertInteger, assertOneOf, invalidArgument } from "../errors.ts";
+import { checkFeatureSpec, type FeatureSpec } from "./feature-model.ts";
 import { DEFAULT_MODEL, registeredModel } from "./registry.ts";
 
 export type { Depth } from "../backbone/cvnet/resnet-graph.ts";
@@ -50,6 +51,13 @@ export interface ExtractorOptions {
   relup?: boolean;
   /** onnxruntime intra-op threads; default: all cores. */
   threads?: number;
+  /**
+   * `model` is a foreign ONNX model used as a feature network: `output` names its feature-map
+   * tensor [1, C, h, w] (default: its output if 4-D, else the input of its global pooling; a
+   * quantised tensor is dequantised), `input` how images become its input. The SuperGlobal head
+   * (identity FC) is appended to it. Set for `mobilenetv2-imagenet` by the registry.
+   */
+  feature?: FeatureSpec;
 }
 
 export interface ResolvedOptions {
@@ -87,6 +95,21 @@ export function resolveOptions(options: ExtractorOptions): ResolvedOptions {
     typeof options.whitening !== "string"
   ) {
     invalidArgument("whitening", "a folder path or null", options.whitening);
+  }
+  if (options.feature !== undefined) {
+    checkFeatureSpec(options.feature);
+    if (options.model === undefined || registeredModel(options.model) !== undefined) {
+      invalidArgument("feature", "nothing, or model as an ONNX file path", options.feature);
+    }
+    for (const key of ["depth", "relup"] as const) {
+      if (options[key] !== undefined) {
+        invalidArgument(
+          key,
+          "nothing: it is a CVNet option, not one of a feature network",
+          options[key],
+        );
+      }
+    }
   }
   const entry =
     options.checkpoint === undefined ? registeredModel(options.model ?? DEFAULT_MODEL) : undefined;

@@ -65,3 +65,22 @@ export function toUnitRgbTensor(image: BgrImage): ImageTensor {
 }
 
 const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
+
+/**
+ * RGB CHW float32 with `(x/255 − mean)/std` per channel and ImageNet statistics in RGB order
+ * (mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]): what torchvision and the ONNX model
+ * zoo's ImageNet classifiers expect. The same statistics and float32 steps as `toInputTensor`,
+ * channels in RGB order.
+ */
+export function toImagenetRgbTensor(image: BgrImage): ImageTensor {
+  const { width, height, data } = image;
+  const plane = width * height;
+  const out = new Float32Array(plane * 3);
+  for (let c = 0; c < 3; c++) {
+    // RGB channel c is BGR channel 2 − c, with that channel's statistics.
+    const table = channelTable(2 - c);
+    const base = c * plane;
+    for (let i = 0, s = 2 - c; i < plane; i++, s += 3) out[base + i] = table[data[s] as number];
+  }
+  return { data: out, height, width };
+}
