@@ -9,6 +9,7 @@ import { VERSION } from "../version.ts";
 import { register as registerBuildModel } from "./commands/build-model.ts";
 import { register as registerEval } from "./commands/eval.ts";
 import { register as registerExtract } from "./commands/extract.ts";
+import { register as registerModels } from "./commands/models.ts";
 import { register as registerRerank } from "./commands/rerank.ts";
 import { register as registerSearch } from "./commands/search.ts";
 
@@ -25,6 +26,7 @@ const commands: Array<(program: Command) => void> = [
   registerSearch,
   registerRerank,
   registerEval,
+  registerModels,
 ];
 
 for (const register of commands) register(program);
