@@ -479,6 +479,8 @@ test("index: a writer SIGKILLed at random moments loses nothing it reported comm
         assert.equal(hex, bytesOf(descriptorFor(p, DIM)).toString("hex"));
       await new Promise((done) => setTimeout(done, random() * 20));
     }
+    // a second writer, in another process, is refused while this one lives
+    assert.throws(() => IndexStore.open(dir), isCode("BUSY", new RegExp(`process ${child.pid}`)));
     child.kill("SIGKILL");
     await exited;
     for (const line of lines) {

@@ -19,6 +19,12 @@
  * Removals and replacements leave dead rows in the vector file (tombstones); `compact()` rewrites
  * the live rows into a new generation and switches to it with one atomic manifest rename.
  *
+ * Concurrency: one writer (LOCK; a second gets BUSY), any number of readers (`readOnly`), each a
+ * snapshot of the batches committed when it opened: it reads the journal up to its last whole
+ * COMMIT and only the vector rows those name, and keeps its files open, so a compaction that
+ * replaces them does not disturb it. (A reader may see a batch whose fdatasync has not returned
+ * yet; if that fsync then fails, the writer rolls it back, so such a reader saw one batch more.)
+ *
  * Rows: searchable entries are numbered 0..size-1 ("rows"): `matrix()` is exactly those rows,
  * dense (dead rows are never in it), and `entryAt(row)` names each. A commit may renumber rows
  * (a removed row's place is taken by the last row), so resolve search results before the next
@@ -148,8 +154,12 @@ const OWN_FILE =
   /^(vectors-\d+\.f(16|32)|journal-\d+\.log|manifest\.json\.tmp|LOCK(\.break|\.\d+\.[0-9a-f]+)?)$/;
 
 export class IndexStore {
-  /** Searchable entries by row. */
-  private live: IndexEntry[] = [];
+  // Searchable entries by row, as columns (no object per entry: 1M entries open fast and small).
+  private paths: string[] = [];
+  private sizes: number[] = [];
+  private mtimes: number[] = [];
+  /** sha256 of row r at bytes [32r, 32r + 32) (capacity may be larger). */
+  private hashes = new Uint8Array(0);
   /** Each row's row in the vector file. */
   private diskRows: number[] = [];
   private rowOf = new Map<string, number>();
@@ -354,12 +364,12 @@ export class IndexStore {
 
   /** Number of searchable entries (rows). */
   get size(): number {
-    return this.live.length;
+    return this.paths.length;
   }
 
   /** Vector rows of replaced or removed entries, still on disk until a compaction. */
   get deadRows(): number {
-    return this.diskRowCount - this.live.length;
+    return this.diskRowCount - this.paths.length;
   }
 
   /**
@@ -368,15 +378,19 @@ export class IndexStore {
    */
   status(file: FileState): FileStatus {
     const row = this.rowOf.get(file.path);
-    const known = row === undefined ? this.failed.get(file.path) : this.live[row];
-    if (known === undefined) return "new";
-    return known.size === file.size && known.mtimeMs === file.mtimeMs ? "unchanged" : "changed";
+    if (row !== undefined) {
+      const same = this.sizes[row] === file.size && this.mtimes[row] === file.mtimeMs;
+      return same ? "unchanged" : "changed";
+    }
+    const failed = this.failed.get(file.path);
+    if (failed === undefined) return "new";
+    return failed.size === file.size && failed.mtimeMs === file.mtimeMs ? "unchanged" : "changed";
   }
 
   /** The searchable entry of `path`, if any. */
   get(path: string): IndexEntry | undefined {
     const row = this.rowOf.get(path);
-    return row === undefined ? undefined : this.live[row];
+    return row === undefined ? undefined : this.entryAt(row);
   }
 
   /** The failure recorded for `path`, if any. */
@@ -391,14 +405,25 @@ export class IndexStore {
 
   /** The entry at `row` of `matrix()` (0 ≤ row < size). */
   entryAt(row: number): IndexEntry {
-    const e = this.live[row];
-    if (e === undefined) invalidArgument("row", `an integer between 0 and ${this.size - 1}`, row);
-    return e;
+    const path = this.paths[row];
+    if (path === undefined)
+      invalidArgument("row", `an integer between 0 and ${this.size - 1}`, row);
+    return {
+      path,
+      size: this.sizes[row]!,
+      mtimeMs: this.mtimes[row]!,
+      hash: Buffer.from(this.hashes.buffer, row * 32, 32).toString("hex"),
+    };
   }
 
-  /** Searchable entries in row order. */
-  entries(): IterableIterator<IndexEntry> {
-    return this.live.values();
+  /** Searchable entries in row order (each a new object). */
+  *entries(): IterableIterator<IndexEntry> {
+    for (let row = 0; row < this.paths.length; row++) yield this.entryAt(row);
+  }
+
+  /** Searchable paths in row order (a copy). */
+  allPaths(): string[] {
+    return [...this.paths];
   }
 
   /** Failed entries (a copy). */
@@ -577,7 +602,7 @@ export class IndexStore {
    */
   prune(exists: (path: string) => boolean = existsSync): string[] {
     this.checkWritable();
-    const gone = [...this.rowOf.keys(), ...this.failed.keys()].filter((p) => !exists(p));
+    const gone = [...this.paths, ...this.failed.keys()].filter((p) => !exists(p));
     this.remove(gone);
     return gone;
   }
@@ -602,14 +627,14 @@ export class IndexStore {
     const generation = this.manifest.generation + 1;
     const next: Manifest = { ...this.manifest, generation };
     const records: JournalRecord[] = [];
-    this.live.forEach((e, row) => {
-      records.push({ type: "entry", row, ...e });
-    });
+    for (let row = 0; row < this.paths.length; row++) {
+      records.push({ type: "entry", row, ...this.entryAt(row) });
+    }
     for (const f of this.failed.values()) records.push({ type: "failed", ...f });
     records.push({
       type: "commit",
       time: this.updatedMs,
-      rows: this.live.length,
+      rows: this.paths.length,
       batchStart: JOURNAL_HEADER_BYTES,
       records: records.length,
     });
@@ -689,41 +714,69 @@ export class IndexStore {
     const size = fstatSync(fd).size;
     const bytes = Buffer.allocUnsafe(size);
     if (readFully(fd, bytes, 0) !== size) throw badFile(journalFile, "shorter than it was");
-    const byDiskRow: (IndexEntry | undefined)[] = [];
-    const where = this.rowOf; // path → disk row while replaying
+    // Columns by vector-file row while replaying ("" marks a dead row), then kept rows only.
+    const paths: string[] = [];
+    const sizes: number[] = [];
+    const mtimes: number[] = [];
+    let hashes = new Uint8Array(32 * 1024);
+    const where = this.rowOf; // path → vector-file row while replaying
+    const failed = this.failed;
     const drop = (path: string) => {
       const r = where.get(path);
       if (r !== undefined) {
-        byDiskRow[r] = undefined;
+        paths[r] = "";
         where.delete(path);
       }
-      this.failed.delete(path);
+      failed.delete(path);
     };
-    const parsed = parseJournal(journalFile, bytes, this.manifest.generation, (batch) => {
-      for (const r of batch) {
-        if (r.type === "entry") {
-          drop(r.path);
-          byDiskRow[r.row] = { path: r.path, size: r.size, mtimeMs: r.mtimeMs, hash: r.hash };
-          where.set(r.path, r.row);
-        } else if (r.type === "failed") {
-          drop(r.path);
-          const { type: _, ...f } = r;
-          this.failed.set(r.path, f);
-        } else if (r.type === "remove") {
-          drop(r.path);
+    const parsed = parseJournal(journalFile, bytes, this.manifest.generation, {
+      entry(row, path, size, mtimeMs, from, hashAt) {
+        drop(path);
+        paths.push(path); // row === paths.length: the parser checked the order
+        sizes.push(size);
+        mtimes.push(mtimeMs);
+        if (hashes.length < (row + 1) * 32) {
+          const grown = new Uint8Array(hashes.length * 2);
+          grown.set(hashes);
+          hashes = grown;
         }
-      }
+        for (let i = 0, at = row * 32; i < 32; i++) hashes[at + i] = from[hashAt + i]!;
+        where.set(path, row);
+      },
+      failed(r) {
+        drop(r.path);
+        failed.set(r.path, {
+          path: r.path,
+          size: r.size,
+          mtimeMs: r.mtimeMs,
+          hash: r.hash,
+          reason: r.reason,
+        });
+      },
+      remove: drop,
     });
     this.diskRowCount = parsed.rows;
     this.journalEnd = parsed.end;
     if (parsed.time !== undefined && parsed.time > 0) this.updatedMs = parsed.time;
+    let n = 0;
     for (let d = 0; d < parsed.rows; d++) {
-      const e = byDiskRow[d];
-      if (e === undefined) continue;
-      where.set(e.path, this.live.length);
-      this.live.push(e);
+      const path = paths[d]!;
+      if (path === "") continue;
+      paths[n] = path;
+      sizes[n] = sizes[d]!;
+      mtimes[n] = mtimes[d]!;
+      if (n !== d) hashes.copyWithin(n * 32, d * 32, d * 32 + 32);
       this.diskRows.push(d);
+      if (n !== d) where.set(path, n);
+      n += 1;
     }
+    paths.length = n;
+    sizes.length = n;
+    mtimes.length = n;
+    this.paths = paths;
+    this.sizes = sizes;
+    this.mtimes = mtimes;
+    this.hashes = hashes;
     const vectorBytes = fstatSync(this.vectorFd).size;
     const need = parsed.rows * this.rowBytes;
     if (vectorBytes < need) {
@@ -758,7 +811,7 @@ export class IndexStore {
 
   private loadVectors(): Float32Array {
     if (this.vectors !== undefined) return this.vectors;
-    const n = this.live.length;
+    const n = this.paths.length;
     const d = this.dim;
     const vectors = new Float32Array(n * d);
     for (let row = 0; row < n; ) {
@@ -798,12 +851,13 @@ export class IndexStore {
   private copyLiveRows(fd: number): void {
     const rb = this.rowBytes;
     const chunkRows = Math.max(1, Math.floor(CHUNK_BYTES / rb));
-    const buffer = Buffer.allocUnsafe(Math.min(this.live.length, chunkRows) * rb);
+    const n = this.paths.length;
+    const buffer = Buffer.allocUnsafe(Math.min(n, chunkRows) * rb);
     const file = join(this.dir, vectorsName(this.manifest, this.manifest.generation));
-    for (let row = 0; row < this.live.length; ) {
+    for (let row = 0; row < n; ) {
       let end = row + 1;
       while (
-        end < this.live.length &&
+        end < n &&
         end - row < chunkRows &&
         this.diskRows[end] === this.diskRows[end - 1]! + 1
       ) {
@@ -826,7 +880,7 @@ export class IndexStore {
     this.vectorFd = openSync(join(this.dir, vectorsName(next, next.generation)), "r+");
     this.journalFd = openSync(join(this.dir, journalName(next.generation)), "r+");
     for (let i = 0; i < this.diskRows.length; i++) this.diskRows[i] = i;
-    this.diskRowCount = this.live.length;
+    this.diskRowCount = this.paths.length;
     this.journalEnd = journalBytes;
     if (removeOld) removeGeneration(this.dir, old, old.generation);
   }
@@ -837,24 +891,37 @@ export class IndexStore {
     const row = this.rowOf.get(path);
     if (row === undefined) return;
     this.rowOf.delete(path);
-    const last = this.live.length - 1;
+    const last = this.paths.length - 1;
     if (row !== last) {
-      const moved = this.live[last]!;
-      this.live[row] = moved;
+      const moved = this.paths[last]!;
+      this.paths[row] = moved;
+      this.sizes[row] = this.sizes[last]!;
+      this.mtimes[row] = this.mtimes[last]!;
       this.diskRows[row] = this.diskRows[last]!;
-      this.rowOf.set(moved.path, row);
+      this.hashes.copyWithin(row * 32, last * 32, last * 32 + 32);
+      this.rowOf.set(moved, row);
       const d = this.dim;
       this.vectors?.copyWithin(row * d, last * d, (last + 1) * d);
     }
-    this.live.pop();
+    this.paths.pop();
+    this.sizes.pop();
+    this.mtimes.pop();
     this.diskRows.pop();
   }
 
   /** Appends a committed entry whose vector is staged row `k`, stored at `diskRow`. */
   private appendRow(entry: IndexEntry, diskRow: number, k: number): void {
-    const row = this.live.length;
-    this.live.push(entry);
+    const row = this.paths.length;
+    this.paths.push(entry.path);
+    this.sizes.push(entry.size);
+    this.mtimes.push(entry.mtimeMs);
     this.diskRows.push(diskRow);
+    if (this.hashes.length < (row + 1) * 32) {
+      const grown = new Uint8Array(Math.max(32 * 1024, this.hashes.length * 2));
+      grown.set(this.hashes);
+      this.hashes = grown;
+    }
+    Buffer.from(this.hashes.buffer, row * 32, 32).write(entry.hash, "hex");
     this.rowOf.set(entry.path, row);
     if (this.vectors === undefined) return;
     const d = this.dim;

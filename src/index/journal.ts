@@ -13,7 +13,6 @@
  *             f64 batchStart (journal offset of the batch's first record), u32 records (before it)
  * ENTRY rows number the vector file's rows in order: 0, 1, 2, ... with no gaps.
  */
-import * as zlib from "node:zlib";
 import { badFile } from "../errors.ts";
 
 export const JOURNAL_HEADER_BYTES = 16;
@@ -58,9 +57,6 @@ export interface CommitRecord {
 }
 
 export type JournalRecord = EntryRecord | FailedRecord | RemoveRecord | CommitRecord;
-
-const crc32: (data: Uint8Array) => number =
-  typeof zlib.crc32 === "function" ? (data) => zlib.crc32(data) : jsCrc32;
 
 export function encodeHeader(generation: number): Buffer {
   const b = Buffer.alloc(JOURNAL_HEADER_BYTES);
@@ -133,7 +129,7 @@ export function encodeRecords(records: readonly JournalRecord[]): Buffer {
         break;
     }
     b.writeUInt32LE(p - start, off);
-    b.writeUInt32LE(crc32(b.subarray(start, p)), off + 4);
+    b.writeUInt32LE(crc32(b, start, p), off + 4);
     off = p;
   }
   return b;
@@ -156,16 +152,34 @@ export interface ParsedJournal {
 }
 
 /**
- * Reads a journal's committed batches in order, handing each to `onBatch` (its records, then its
- * COMMIT). Stops at the first record that is incomplete or fails its checksum: a torn tail. A
- * tail that holds a later batch's valid COMMIT is not torn but damaged, and is refused (BAD_FILE)
- * rather than trimmed, as is any checksummed record that contradicts the format.
+ * What a replay does with each record of a committed batch, in order. ENTRY records are handed
+ * over without an object per record: the path, and where the 32 hash bytes lie in `bytes`.
+ */
+export interface RecordVisitor {
+  entry(
+    row: number,
+    path: string,
+    size: number,
+    mtimeMs: number,
+    bytes: Buffer,
+    hashAt: number,
+  ): void;
+  failed(record: FailedRecord): void;
+  remove(path: string): void;
+}
+
+/**
+ * Reads a journal's committed batches in order, handing each batch's records to `visit` once the
+ * batch's COMMIT is found whole and consistent. Stops at the first record that is incomplete or
+ * fails its checksum: a torn tail. A tail that holds a later batch's valid COMMIT is not torn but
+ * damaged, and is refused (BAD_FILE) rather than trimmed, as is any checksummed record that
+ * contradicts the format.
  */
 export function parseJournal(
   file: string,
   bytes: Buffer,
   generation: number,
-  onBatch: (records: JournalRecord[], commit: CommitRecord) => void,
+  visit: RecordVisitor,
 ): ParsedJournal {
   if (
     bytes.length < JOURNAL_HEADER_BYTES ||
@@ -180,29 +194,38 @@ export function parseJournal(
   let rows = 0;
   let nextRow = 0;
   let time: number | undefined;
-  let batch: JournalRecord[] = [];
+  let records = 0;
   const cursor = new Cursor(file, bytes);
+  // Pass 1 checks each frame and finds the batch's COMMIT; pass 2 decodes the batch.
   for (;;) {
     const bodyStart = frameAt(bytes, off);
     if (bodyStart === undefined) break;
+    const frame = off;
     const len = bytes.readUInt32LE(off);
-    const r = decodeBody(cursor, bodyStart, len, off);
     off = bodyStart + len;
-    if (r.type === "entry") {
-      if (r.row !== nextRow) throw damaged(file, off, `row ${r.row} where ${nextRow} was next`);
-      nextRow += 1;
-      batch.push(r);
-    } else if (r.type === "commit") {
-      if (r.batchStart !== end || r.records !== batch.length || r.rows !== nextRow) {
-        throw damaged(file, off, "a COMMIT that does not match its batch");
+    const type = bytes[bodyStart];
+    if (type === 1) {
+      if (len < 5 || bytes.readUInt32LE(bodyStart + 1) !== nextRow) {
+        throw damaged(file, frame, `an entry out of row order (row ${nextRow} was next)`);
       }
-      onBatch(batch, r);
-      batch = [];
+      nextRow += 1;
+      records += 1;
+    } else if (type === 4) {
+      const c = decodeBody(cursor, bodyStart, len, frame) as CommitRecord;
+      if (c.batchStart !== end || c.records !== records || c.rows !== nextRow) {
+        throw damaged(file, frame, "a COMMIT that does not match its batch");
+      }
+      for (let p = end; p < frame; ) {
+        const n = bytes.readUInt32LE(p);
+        decodeInto(cursor, p + 8, n, p, visit);
+        p += 8 + n;
+      }
+      records = 0;
       end = off;
       rows = nextRow;
-      time = r.time;
+      time = c.time;
     } else {
-      batch.push(r);
+      records += 1;
     }
   }
   // Torn tail, or damage? Only the one batch being written when a crash came may be torn, and
@@ -222,12 +245,38 @@ function frameAt(bytes: Buffer, off: number): number | undefined {
   if (off + 8 > bytes.length) return undefined;
   const len = bytes.readUInt32LE(off);
   if (len < 1 || len > MAX_BODY || off + 8 + len > bytes.length) return undefined;
-  const body = bytes.subarray(off + 8, off + 8 + len);
-  return crc32(body) === bytes.readUInt32LE(off + 4) ? off + 8 : undefined;
+  return crc32(bytes, off + 8, off + 8 + len) === bytes.readUInt32LE(off + 4) ? off + 8 : undefined;
 }
 
 function damaged(file: string, offset: number, what: string) {
   return badFile(file, `damaged at byte ${offset}: ${what}; the index cannot be trusted`);
+}
+
+/** Decodes one record of a committed batch and hands it to `visit`. */
+function decodeInto(
+  c: Cursor,
+  start: number,
+  len: number,
+  frame: number,
+  visit: RecordVisitor,
+): void {
+  const b = c.b;
+  if (b[start] !== 1) {
+    const r = decodeBody(c, start, len, frame);
+    if (r.type === "failed") visit.failed(r);
+    else if (r.type === "remove") visit.remove(r.path);
+    else throw damaged(c.file, frame, "a COMMIT inside a batch");
+    return;
+  }
+  c.p = start + 1;
+  c.stop = start + len;
+  c.frame = frame;
+  c.need(20 + HASH_BYTES);
+  const p = c.p;
+  c.p += 20 + HASH_BYTES;
+  const path = c.text();
+  if (c.p !== c.stop) throw damaged(c.file, frame, "a record longer than its fields");
+  visit.entry(b.readUInt32LE(p), path, b.readDoubleLE(p + 4), b.readDoubleLE(p + 12), b, p + 20);
 }
 
 /** Reads a record body's fields in order (one per journal parse: no closure per record). */
@@ -309,19 +358,59 @@ function decodeBody(c: Cursor, start: number, len: number, frame: number): Journ
   return r;
 }
 
-let crcTable: Uint32Array | undefined;
+let crcTables: Uint32Array[] | undefined;
 
-/** CRC-32 (zlib's) for Node versions before zlib.crc32 (20.15). */
-function jsCrc32(data: Uint8Array): number {
-  if (crcTable === undefined) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
+/**
+ * CRC-32 (zlib's polynomial) of bytes[start, end), slicing by 8. In JavaScript rather than
+ * zlib.crc32 (Node ≥ 20.15) because that needs a view per record, which costs more than the sum.
+ */
+export function crc32(bytes: Uint8Array, start: number, end: number): number {
+  const t = crcTables ?? makeCrcTables();
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = t as [
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+  ];
+  let c = 0xffffffff;
+  let i = start;
+  for (; i + 8 <= end; i += 8) {
+    const a =
+      (c ^ (bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24))) >>>
+      0;
+    c =
+      t7[a & 0xff]! ^
+      t6[(a >>> 8) & 0xff]! ^
+      t5[(a >>> 16) & 0xff]! ^
+      t4[a >>> 24]! ^
+      t3[bytes[i + 4]!]! ^
+      t2[bytes[i + 5]!]! ^
+      t1[bytes[i + 6]!]! ^
+      t0[bytes[i + 7]!]!;
+  }
+  for (; i < end; i++) c = t0[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function makeCrcTables(): Uint32Array[] {
+  const tables = Array.from({ length: 8 }, () => new Uint32Array(256));
+  const t0 = tables[0]!;
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t0[n] = c >>> 0;
+  }
+  for (let n = 0; n < 256; n++) {
+    let c = t0[n]!;
+    for (let k = 1; k < 8; k++) {
+      c = t0[c & 0xff]! ^ (c >>> 8);
+      tables[k]![n] = c >>> 0;
     }
   }
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
+  crcTables = tables;
+  return tables;
 }
