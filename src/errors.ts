@@ -49,6 +49,40 @@ export function badFile(file: string, what: string): SuperglobalError {
   return new SuperglobalError("BAD_FILE", `${file}: ${what}`, { input: file });
 }
 
+/** What a system error code means for the user, in words. */
+const SYSTEM_REASONS: Record<string, string> = {
+  ENOENT: "no such file or folder",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+  EROFS: "read-only file system",
+  EISDIR: "it is a folder, not a file",
+  ENOTDIR: "a part of the path is not a folder",
+};
+
+/**
+ * The one mapping of a failed file operation (`cause`, a Node system error) to our error, named
+ * "<path>: <what> (<reason>)": ENOENT is NOT_FOUND; ENOTDIR (a file where the path needs a
+ * folder) is INVALID_ARGUMENT; EISDIR (a folder where a file should be) is `badCode` (BAD_FILE, or
+ * BAD_IMAGE for images), as is an error that is not a system error; every other refusal of the
+ * system (EACCES and EPERM: no permission; EROFS, ENOSPC, EIO, …) is IO_ERROR.
+ */
+export function fileError(
+  path: string,
+  what: string,
+  cause: unknown,
+  badCode: "BAD_FILE" | "BAD_IMAGE" = "BAD_FILE",
+): SuperglobalError {
+  const errno = (cause as NodeJS.ErrnoException | undefined)?.code;
+  let code: ErrorCode = "IO_ERROR";
+  if (errno === undefined || errno === "EISDIR") code = badCode;
+  else if (errno === "ENOENT") code = "NOT_FOUND";
+  else if (errno === "ENOTDIR") code = "INVALID_ARGUMENT";
+  const reason =
+    (errno === undefined ? undefined : SYSTEM_REASONS[errno]) ??
+    (cause instanceof Error ? cause.message : String(cause));
+  return new SuperglobalError(code, `${path}: ${what} (${reason})`, { input: path, cause });
+}
+
 export function assertInteger(
   name: string,
   value: unknown,

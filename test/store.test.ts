@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { appendFileSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -74,4 +74,28 @@ test("store: refuses a cache made with other settings, and bad vectors", () => {
   assert.throws(() => s.add("x", new Float32Array(3)), SuperglobalError);
   assert.throws(() => s.add("x\ny", new Float32Array(4)), SuperglobalError);
   s.close();
+});
+
+test("store: a corrupt or foreign meta.json is BAD_FILE naming it; a folder it cannot make is named", () => {
+  const dir = mkdtempSync(join(tmpdir(), "sg-store-"));
+  const meta = join(dir, "meta.json");
+  for (const text of ['{"dim": 4, "settings": {', "null", "[1, 2]", '{"dim": "4"}']) {
+    writeFileSync(meta, text);
+    assert.throws(
+      () => DescriptorStore.open(dir, 4, {}),
+      (e: unknown) =>
+        e instanceof SuperglobalError &&
+        e.code === "BAD_FILE" &&
+        e.input === meta &&
+        e.message.startsWith(`${meta}: not a descriptor cache's meta.json (`),
+      text,
+    );
+  }
+  const file = join(dir, "a-file");
+  writeFileSync(file, "");
+  assert.throws(
+    () => DescriptorStore.open(join(file, "cache"), 4, {}),
+    (e: unknown) =>
+      e instanceof SuperglobalError && e.code === "INVALID_ARGUMENT" && e.message.includes(file),
+  );
 });

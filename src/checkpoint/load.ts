@@ -6,7 +6,7 @@
  */
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { endianness } from "node:os";
-import { badFile, invalidArgument, SuperglobalError } from "../errors.ts";
+import { badFile, fileError, invalidArgument, SuperglobalError } from "../errors.ts";
 import { unpickle } from "../io/pickle.ts";
 import { type ByteSource, bytesSource, fileSource } from "./byte-source.ts";
 import type { StateDict } from "./state-dict.ts";
@@ -23,18 +23,7 @@ export function loadCheckpoint(path: string): StateDict {
   try {
     fd = openSync(path, "r");
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") {
-      throw new SuperglobalError("NOT_FOUND", `checkpoint file not found: ${path}`, {
-        input: path,
-        cause: err,
-      });
-    }
-    throw new SuperglobalError(
-      "BAD_FILE",
-      `${path}: cannot open the checkpoint: ${(err as Error).message}`,
-      { input: path, cause: err },
-    );
+    throw fileError(path, "cannot open the checkpoint", err);
   }
   try {
     const stat = fstatSync(fd);

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { SuperglobalError } from "../errors.ts";
+import { fileError, SuperglobalError } from "../errors.ts";
 import { unpickle } from "../io/pickle.ts";
 
 export interface QueryGroundTruth {
@@ -28,18 +28,16 @@ export interface GroundTruth {
 
 /**
  * Reads `gnd_<dataset>.pkl` (the official pickle) or its `.json` twin (same keys and order). The
- * format is told by the content, not the extension. Throws NOT_FOUND when the file cannot be
- * read, BAD_FILE naming the file when it is not a well-formed ground truth (or not a pickle).
+ * format is told by the content, not the extension. Throws NOT_FOUND when the file is missing
+ * (other read errors as `fileError` maps them), BAD_FILE naming the file when it is not a
+ * well-formed ground truth (or not a pickle).
  */
 export function readGroundTruth(path: string): GroundTruth {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
   } catch (cause) {
-    throw new SuperglobalError("NOT_FOUND", `${path}: cannot read (${(cause as Error).message})`, {
-      input: path,
-      cause,
-    });
+    throw fileError(path, "cannot read", cause);
   }
   const root = parseContent(bytes, path);
   const gt = validate(root, path);

@@ -5,7 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import sharp from "sharp";
-import { invalidArgument, SuperglobalError } from "../errors.ts";
+import { fileError, invalidArgument, SuperglobalError } from "../errors.ts";
 
 export interface BgrImage {
   width: number;
@@ -93,14 +93,7 @@ async function readImageFile(path: string, label: string): Promise<Uint8Array> {
   try {
     return await readFile(path);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") {
-      throw new SuperglobalError("NOT_FOUND", `${label}: image file not found`, {
-        input: label,
-        cause: err,
-      });
-    }
-    throw badImage(label, `cannot read the file (${errorText(err)})`, err);
+    throw fileError(label, "cannot read the image", err, "BAD_IMAGE");
   }
 }
 

@@ -21,7 +21,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { SuperglobalError } from "../errors.ts";
+import { fileError, SuperglobalError } from "../errors.ts";
 
 export class DescriptorStore {
   private readonly index = new Map<string, number>();
@@ -35,8 +35,13 @@ export class DescriptorStore {
     readonly dim: number,
     private rows: Float32Array,
   ) {
-    this.vectorsFd = openSync(join(dir, "vectors.f32"), "a+");
-    this.keysFd = openSync(join(dir, "keys.txt"), "a+");
+    this.vectorsFd = openFile(join(dir, "vectors.f32"));
+    try {
+      this.keysFd = openFile(join(dir, "keys.txt"));
+    } catch (error) {
+      closeSync(this.vectorsFd);
+      throw error;
+    }
   }
 
   /**
@@ -44,11 +49,15 @@ export class DescriptorStore {
    * made with other settings is refused rather than silently mixed.
    */
   static open(dir: string, dim: number, settings: Record<string, unknown>): DescriptorStore {
-    mkdirSync(dir, { recursive: true });
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (cause) {
+      throw fileError(dir, "cannot make the descriptor cache folder", cause);
+    }
     const metaPath = join(dir, "meta.json");
     const meta = { dim, settings };
     if (existsSync(metaPath)) {
-      const found = JSON.parse(readFileSync(metaPath, "utf8")) as typeof meta;
+      const found = readMeta(metaPath);
       if (JSON.stringify(found) !== JSON.stringify(meta)) {
         throw new SuperglobalError(
           "BAD_FILE",
@@ -57,7 +66,11 @@ export class DescriptorStore {
         );
       }
     } else {
-      writeFileSync(metaPath, `${JSON.stringify(meta, null, 2)}\n`);
+      try {
+        writeFileSync(metaPath, `${JSON.stringify(meta, null, 2)}\n`);
+      } catch (cause) {
+        throw fileError(metaPath, "cannot write", cause);
+      }
     }
     const store = new DescriptorStore(dir, dim, new Float32Array(0));
     store.recover();
@@ -89,8 +102,12 @@ export class DescriptorStore {
       );
     }
     if (this.index.has(key)) return;
-    writeAll(this.vectorsFd, new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength));
-    writeAll(this.keysFd, Buffer.from(`${key}\n`, "utf8"));
+    writeAll(
+      this.vectorsFd,
+      new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength),
+      join(this.dir, "vectors.f32"),
+    );
+    writeAll(this.keysFd, Buffer.from(`${key}\n`, "utf8"), join(this.dir, "keys.txt"));
     const n = this.keys.length;
     this.ensureCapacity(n + 1);
     this.rows.set(vector, n * this.dim);
@@ -102,8 +119,12 @@ export class DescriptorStore {
 
   flush(): void {
     if (this.pending === 0) return;
-    fsyncSync(this.vectorsFd);
-    fsyncSync(this.keysFd);
+    try {
+      fsyncSync(this.vectorsFd);
+      fsyncSync(this.keysFd);
+    } catch (cause) {
+      throw fileError(this.dir, "cannot write the descriptor cache", cause);
+    }
     this.pending = 0;
   }
 
@@ -130,7 +151,13 @@ export class DescriptorStore {
   /** Reads what is on disk and trims a torn tail left by a crash. */
   private recover(): void {
     const rowBytes = this.dim * 4;
-    const keyText = readFileSync(join(this.dir, "keys.txt"), "utf8");
+    const keysPath = join(this.dir, "keys.txt");
+    let keyText: string;
+    try {
+      keyText = readFileSync(keysPath, "utf8");
+    } catch (cause) {
+      throw fileError(keysPath, "cannot read", cause);
+    }
     const lines = keyText.split("\n");
     lines.pop(); // the part after the last newline is incomplete (or empty)
     const vectorBytes = fstatSync(this.vectorsFd).size;
@@ -162,7 +189,52 @@ export class DescriptorStore {
   }
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
+function writeAll(fd: number, bytes: Uint8Array, path: string): void {
   let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done);
+  try {
+    while (done < bytes.length) done += writeSync(fd, bytes, done);
+  } catch (cause) {
+    throw fileError(path, "cannot write", cause);
+  }
+}
+
+function openFile(path: string): number {
+  try {
+    return openSync(path, "a+");
+  } catch (cause) {
+    throw fileError(path, "cannot open", cause);
+  }
+}
+
+/** meta.json as written by `open`: `{ dim, settings }`, or BAD_FILE naming it. */
+function readMeta(path: string): { dim: number; settings: Record<string, unknown> } {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (cause) {
+    throw fileError(path, "cannot read", cause);
+  }
+  const bad = (why: string, cause?: unknown) =>
+    new SuperglobalError("BAD_FILE", `${path}: not a descriptor cache's meta.json (${why})`, {
+      input: path,
+      cause,
+    });
+  let found: unknown;
+  try {
+    found = JSON.parse(text);
+  } catch (cause) {
+    throw bad((cause as Error).message, cause);
+  }
+  const meta = found as { dim?: unknown; settings?: unknown } | null;
+  if (
+    typeof meta !== "object" ||
+    meta === null ||
+    Array.isArray(meta) ||
+    typeof meta.dim !== "number" ||
+    typeof meta.settings !== "object" ||
+    meta.settings === null
+  ) {
+    throw bad("expected an object with a number dim and an object settings");
+  }
+  return meta as { dim: number; settings: Record<string, unknown> };
 }

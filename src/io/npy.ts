@@ -4,7 +4,7 @@
  * than Node's 2 GiB readFileSync limit load too.
  */
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
-import { SuperglobalError } from "../errors.ts";
+import { fileError, SuperglobalError } from "../errors.ts";
 
 export type NpyDtype = "float32" | "float64" | "int32" | "int64" | "uint8";
 export type NpyData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
@@ -118,10 +118,7 @@ function openNpy(path: string): {
   try {
     fd = openSync(path, "r");
   } catch (cause) {
-    throw new SuperglobalError("NOT_FOUND", `${path}: cannot open (${(cause as Error).message})`, {
-      input: path,
-      cause,
-    });
+    throw fileError(path, "cannot open", cause);
   }
   try {
     const size = fstatSync(fd).size;
@@ -318,10 +315,7 @@ export function writeNpy(path: string, data: NpyData, shape: number[]): void {
   try {
     fd = openSync(path, "w");
   } catch (cause) {
-    throw new SuperglobalError("NOT_FOUND", `${path}: cannot write (${(cause as Error).message})`, {
-      input: path,
-      cause,
-    });
+    throw fileError(path, "cannot write", cause);
   }
   try {
     writeSync(fd, headerBytes(dtypeOf(data), shape));
@@ -337,10 +331,7 @@ export function writeNpy(path: string, data: NpyData, shape: number[]): void {
     }
   } catch (cause) {
     // A full disk, say: name the file rather than surface a bare errno.
-    throw new SuperglobalError("BAD_FILE", `${path}: write failed (${(cause as Error).message})`, {
-      input: path,
-      cause,
-    });
+    throw fileError(path, "write failed", cause);
   } finally {
     closeSync(fd);
   }

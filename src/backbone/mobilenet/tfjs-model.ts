@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { badFile, SuperglobalError } from "../../errors.ts";
+import { badFile, fileError, SuperglobalError } from "../../errors.ts";
 import { readModuleExports } from "./js-module-literal.ts";
 
 /** One attribute of a node, as tfjs's converter writes TF's AttrValue to JSON. */
@@ -200,12 +200,7 @@ function readText(file: string): string {
   try {
     return readFileSync(file, "utf8");
   } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    throw new SuperglobalError(
-      code === "ENOENT" || code === "ENOTDIR" ? "NOT_FOUND" : "BAD_FILE",
-      `${file}: cannot read (${(cause as Error).message})`,
-      { input: file, cause },
-    );
+    throw fileError(file, "cannot read", cause);
   }
 }
 
