@@ -424,3 +424,84 @@ test("bad arguments are INVALID_ARGUMENT naming the input", async () => {
     isInvalid(/ranks\[1\]\[1\]/),
   );
 });
+
+test("candidates that are not finite are dropped with a note; a non-finite query is refused", async () => {
+  const d = 16;
+  const n = 30;
+  const X = clustered(n, d, 31);
+  const Q = clustered(2, d, 32);
+  const bad = [3, 11, 20];
+  X.fill(Number.NaN, 3 * d, 4 * d); // a failed image's row
+  X[11 * d + 5] = Number.POSITIVE_INFINITY;
+  X[20 * d] = Number.NaN;
+  const rr = await reranker({ M: 12, K: 3, beta: 0.2 });
+  const rnd = lcg(33);
+  const ranks = new Int32Array(2 * 25);
+  for (let q = 0; q < 2; q++) {
+    const perm = Array.from({ length: n }, (_, i) => i).sort(() => rnd() - 0.5);
+    // Query 0 meets all three bad rows in its 25; query 1 only those that fall there.
+    const row = q === 0 ? [...bad, ...perm.filter((i) => !bad.includes(i))] : perm;
+    ranks.set(row.slice(0, 25), q * 25);
+  }
+  const met = new Set([...ranks].filter((id) => bad.includes(id)));
+  const perQuery = [0, 1].map(
+    (q) => ranks.subarray(q * 25, q * 25 + 25).filter((id) => bad.includes(id)).length,
+  );
+  const cols = 25 - Math.max(...perQuery);
+  const batch = await rr.rerankRanks(
+    { data: X, rows: n, cols: d },
+    { data: Q, rows: 2, cols: d },
+    { data: ranks, rows: 2, cols: 25 },
+  );
+  assert.deepEqual(
+    [...batch.dropped].sort((a, b) => a - b),
+    [...met].sort((a, b) => a - b),
+  );
+  assert.equal(batch.cols, cols);
+  assert.equal(batch.ranks.length, 2 * cols);
+  assert.ok([...batch.ranks].every((id) => !bad.includes(id)));
+  for (let q = 0; q < 2; q++) {
+    // Each query is its finite candidates, reranked as if the bad ones had never been there.
+    const finite = Array.from(ranks.subarray(q * 25, q * 25 + 25)).filter(
+      (id) => !bad.includes(id),
+    );
+    const descriptors = new Float32Array(
+      finite.flatMap((id) => Array.from(X.subarray(id * d, id * d + d))),
+    );
+    const one = await rr.rerank(Q.subarray(q * d, q * d + d), { ids: finite, descriptors });
+    assert.deepEqual(batch.ranks.subarray(q * cols, (q + 1) * cols), one.ids.subarray(0, cols));
+    // The one-query form drops them the same way, and says which.
+    const all = Array.from(ranks.subarray(q * 25, q * 25 + 25));
+    const allDescriptors = new Float32Array(
+      all.flatMap((id) => Array.from(X.subarray(id * d, id * d + d))),
+    );
+    const dropped = await rr.rerank(Q.subarray(q * d, q * d + d), {
+      ids: all,
+      descriptors: allDescriptors,
+    });
+    assert.deepEqual(dropped.ids, one.ids);
+    assert.deepEqual(
+      [...(dropped.dropped ?? [])],
+      all.filter((id) => bad.includes(id)),
+    );
+  }
+  // A query that is not finite is an error naming it.
+  const badQ = Float32Array.from(Q);
+  badQ[d + 2] = Number.NaN;
+  await assert.rejects(
+    rr.rerankRanks(
+      { data: X, rows: n, cols: d },
+      { data: badQ, rows: 2, cols: d },
+      { data: ranks, rows: 2, cols: 25 },
+    ),
+    (e: unknown) =>
+      e instanceof SuperglobalError &&
+      e.code === "INVALID_ARGUMENT" &&
+      /queries row 1 /.test(e.message),
+  );
+  await assert.rejects(
+    rr.rerank(badQ.subarray(d), { ids: [0, 1], descriptors: X.subarray(0, 2 * d) }),
+    (e: unknown) =>
+      e instanceof SuperglobalError && e.code === "INVALID_ARGUMENT" && /query /.test(e.message),
+  );
+});

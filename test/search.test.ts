@@ -233,3 +233,68 @@ test("argsortDesc is stable and mergeTopK keeps the (score desc, id asc) order",
   assert.deepEqual(Array.from(ids), [4, 0, 1, 2]);
   assert.deepEqual(Array.from(scores), [3, 2, 2, 2]);
 });
+
+/** `db` with rows `bad` spoiled: all NaN, or one NaN / +Inf / -Inf value. */
+function spoil(db: Float32Matrix, bad: number[]): Float32Matrix {
+  const data = Float32Array.from(db.data);
+  const poison = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY];
+  bad.forEach((r, i) => {
+    if (i === 0) data.fill(Number.NaN, r * db.cols, (r + 1) * db.cols);
+    else data[r * db.cols + (i % db.cols)] = poison[i % 3]!;
+  });
+  return { data, rows: db.rows, cols: db.cols };
+}
+
+test("rows that are not all finite are skipped, counted, and never returned", async () => {
+  const clean = integerRows(40, 6, 11);
+  const bad = [0, 7, 8, 13, 39];
+  const db = spoil(clean, bad);
+  const good = Array.from({ length: 40 }, (_, r) => r).filter((r) => !bad.includes(r));
+  // The same search over the finite rows only, ids mapped back: what must come out.
+  const finiteDb = {
+    data: Float32Array.from(good.flatMap((r) => [...clean.data.subarray(r * 6, r * 6 + 6)])),
+    rows: good.length,
+    cols: 6,
+  };
+  const queries = integerRows(5, 6, 12);
+  for (const chunk of [1, 4, 65536]) {
+    const s = await ExactSearch.create({ chunkRows: chunk });
+    try {
+      for (const k of [1, 2, 10, 35, 40]) {
+        const want = bruteForceSearch(finiteDb, queries, k);
+        const wantIds = Int32Array.from(want.ids, (i) => good[i]!);
+        for (const got of [await s.search(db, queries, k), bruteForceSearch(db, queries, k)]) {
+          assert.equal(got.skipped, bad.length, `chunk ${chunk} k ${k}`);
+          assert.equal(got.k, Math.min(k, good.length));
+          assert.deepEqual(got.ids, wantIds, `chunk ${chunk} k ${k}`);
+          assert.deepEqual(got.scores, want.scores);
+          assert.ok(got.scores.every(Number.isFinite));
+        }
+      }
+    } finally {
+      await s.release();
+    }
+  }
+  // The reported case: [bad, a, b], top 2 gives a and b.
+  const three = spoil(unitRows(3, 4, 13), [0]);
+  const top = await search.search(three, unitRows(1, 4, 14), 2);
+  assert.deepEqual([...top.ids].sort(), [1, 2]);
+  assert.equal(top.skipped, 1);
+  // Nothing finite: nothing to return.
+  const none = await search.search(spoil(unitRows(2, 4, 15), [0, 1]), unitRows(1, 4, 16), 2);
+  assert.equal(none.k, 0);
+  assert.equal(none.ids.length, 0);
+  assert.equal(none.skipped, 2);
+  assert.equal((await search.search(unitRows(3, 4, 17), unitRows(1, 4, 18), 2)).skipped, 0);
+});
+
+test("a query that is not finite is INVALID_ARGUMENT naming its row", async () => {
+  const db = unitRows(10, 4, 19);
+  const queries = spoil(unitRows(3, 4, 20), [2]);
+  const named = (e: unknown) =>
+    e instanceof SuperglobalError &&
+    e.code === "INVALID_ARGUMENT" &&
+    /queries row 2 /.test(e.message);
+  await assert.rejects(search.search(db, queries, 3), named);
+  assert.throws(() => bruteForceSearch(db, queries, 3), named);
+});

@@ -21,7 +21,15 @@
  */
 
 import { dotRows, dotVector } from "../core/dot.ts";
-import { checkMatrix, type VectorMatrix, type Vectors } from "../core/matrix.ts";
+import {
+  assertFiniteRows,
+  checkMatrix,
+  dimensionMismatch,
+  matrixLabel,
+  rowIsFinite,
+  type VectorMatrix,
+  type Vectors,
+} from "../core/matrix.ts";
 import { argsortDesc } from "../core/topk.ts";
 import {
   assertInteger,
@@ -53,10 +61,15 @@ export interface Candidates {
 }
 
 export interface RerankResult {
-  /** The n ids: the reranked head, then the tail in its original order. */
+  /** The ids: the reranked head, then the tail in its original order (without `dropped`). */
   ids: Int32Array;
-  /** Length of the reranked head, min(M, n). */
+  /** Length of the reranked head: min(M, n), less the candidates dropped from it. */
   head: number;
+  /**
+   * Candidates left out because their descriptor is not finite (NaN or ±Infinity: an image that
+   * failed to extract), in input order. SuperGlobalReranker always sets it.
+   */
+  dropped?: Int32Array;
   /** r_b = q·g'_b for each head candidate, in the input order (the official res_top1000_dba). */
   refinedScores: Float64Array;
   /** The stage-2 scores of the head, in output order (non-increasing). */
@@ -67,13 +80,21 @@ export interface Int32Matrix {
   data: Int32Array;
   rows: number;
   cols: number;
+  /** What errors call it (e.g. the file it came from); default: the argument's name. */
+  name?: string;
 }
 
 export interface RerankRanksResult {
   /** [nq, cols] reranked ids, query-major. */
   ranks: Int32Array;
   rows: number;
+  /**
+   * The input's k, less the most candidates dropped from any one query (rows stay rectangular:
+   * each query keeps its first `cols` finite candidates).
+   */
   cols: number;
+  /** Database rows met in the ranks and dropped as not finite, ascending. */
+  dropped: Int32Array;
   /** Length of the reranked head, min(M, cols). */
   head: number;
   /** [nq, head] r values per query, in the input order of each head. */
@@ -192,27 +213,71 @@ export class SuperGlobalReranker {
         }
       }
     }
-    const head = Math.min(this.M, n);
+    const fullHead = Math.min(this.M, n);
     const given = descriptors.length / d;
-    if (!Number.isInteger(given) || given < head || given > n) {
+    if (!Number.isInteger(given) || given < fullHead || given > n) {
       throw new SuperglobalError(
         "INVALID_ARGUMENT",
-        `candidates.descriptors has ${descriptors.length} values, not between ${head} and ${n} rows of ${d} (the query's dimension)`,
+        `candidates.descriptors has ${descriptors.length} values, not between ${fullHead} and ${n} rows of ${d} (the query's dimension)`,
         { input: "candidates.descriptors" },
       );
     }
-    const out = Int32Array.from(ids);
-    if (head === 0) {
-      return { ids: out, head, refinedScores: new Float64Array(0), scores: new Float64Array(0) };
+    if (!rowIsFinite(query, 0, d)) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        "query is not finite (NaN or infinite values: an image that failed to extract?)",
+        { input: "query" },
+      );
     }
-    const result = await this.rerankHead(query, descriptors.subarray(0, head * d), head, d);
-    for (let j = 0; j < head; j++) out[j] = ids[result.order[j]!]!;
-    return { ids: out, head, refinedScores: result.refined, scores: result.scores };
+    // Candidates whose descriptor is not finite are dropped: they cannot be ranked.
+    const keep: number[] = [];
+    const dropped: number[] = [];
+    for (let j = 0; j < given; j++) {
+      if (rowIsFinite(descriptors, j * d, d)) keep.push(j);
+      else dropped.push(ids[j]!);
+    }
+    let kept: ArrayLike<number> = ids;
+    let g = descriptors;
+    if (dropped.length > 0) {
+      const rest = Array.from({ length: n - given }, (_, i) => ids[given + i]!);
+      kept = [...keep.map((j) => ids[j]!), ...rest];
+      g =
+        descriptors instanceof Float64Array
+          ? new Float64Array(keep.length * d)
+          : new Float32Array(keep.length * d);
+      keep.forEach((j, i) => {
+        g.set(descriptors.subarray(j * d, (j + 1) * d), i * d);
+      });
+    }
+    // Descriptors given for the head only: the head shrinks by what was dropped from it.
+    const head = Math.min(this.M, kept.length, keep.length);
+    const out = Int32Array.from(kept);
+    const droppedIds = Int32Array.from(dropped);
+    if (head === 0) {
+      return {
+        ids: out,
+        head,
+        dropped: droppedIds,
+        refinedScores: new Float64Array(0),
+        scores: new Float64Array(0),
+      };
+    }
+    const result = await this.rerankHead(query, g.subarray(0, head * d), head, d);
+    for (let j = 0; j < head; j++) out[j] = kept[result.order[j]!]!;
+    return {
+      ids: out,
+      head,
+      dropped: droppedIds,
+      refinedScores: result.refined,
+      scores: result.scores,
+    };
   }
 
   /**
    * Reranks many queries like the official modules: `ranks` is [nq, k] (query-major, k ≤ N ids
-   * into `db`, best first, e.g. from ExactSearch); returns the same shape.
+   * into `db`, best first, e.g. from ExactSearch); returns the same shape, less the candidates
+   * dropped because their rows are not finite (`dropped`; each query keeps its first `cols`
+   * finite candidates). A query row that is not finite is refused.
    */
   async rerankRanks(
     db: VectorMatrix,
@@ -233,43 +298,71 @@ export class SuperGlobalReranker {
         { input: "ranks" },
       );
     }
-    if (queries.cols !== db.cols) {
+    if (queries.cols !== db.cols) throw dimensionMismatch(db, queries);
+    const dbName = matrixLabel("db", db);
+    const ranksName = matrixLabel("ranks", ranks);
+    const named = db.name !== undefined || queries.name !== undefined || ranks.name !== undefined;
+    if (ranks.rows !== queries.rows || ranks.cols > db.rows) {
       throw new SuperglobalError(
         "INVALID_ARGUMENT",
-        `queries have ${queries.cols} dimensions but db rows have ${db.cols}`,
-        { input: "queries" },
-      );
-    }
-    if (ranks.rows !== queries.rows) {
-      throw new SuperglobalError(
-        "INVALID_ARGUMENT",
-        `ranks has ${ranks.rows} rows but there are ${queries.rows} queries`,
-        { input: "ranks" },
+        named || ranks.rows === queries.rows
+          ? `${ranksName}: ranks have shape (${ranks.rows}, ${ranks.cols}) but ${matrixLabel("queries", queries)} has ${queries.rows} queries and ${dbName} has ${db.rows} rows (expected (${queries.rows}, k ≤ ${db.rows}))`
+          : `ranks has ${ranks.rows} rows but there are ${queries.rows} queries`,
+        { input: ranksName },
       );
     }
     for (let i = 0; i < ranks.data.length; i++) {
       const id = ranks.data[i]!;
       if (id < 0 || id >= db.rows) {
-        const at = `ranks[${Math.floor(i / ranks.cols)}][${i % ranks.cols}]`;
-        invalidArgument(at, `a db row id in [0, ${db.rows})`, id);
+        const q = Math.floor(i / ranks.cols);
+        const j = i % ranks.cols;
+        const at = ranks.name === undefined ? `ranks[${q}][${j}]` : `${ranks.name} at [${q}, ${j}]`;
+        invalidArgument(at, `a row id of ${dbName} in [0, ${db.rows})`, id);
       }
     }
+    assertFiniteRows("queries", queries);
     const { rows: nq, cols: k } = ranks;
     const d = db.cols;
-    const head = Math.min(this.M, k);
-    const out = Int32Array.from(ranks.data);
+    // Which rows the ranks name are not finite, each row checked once (0: unchecked, 1: finite).
+    const state = new Uint8Array(db.rows);
+    const dropped: number[] = [];
+    let mostDropped = 0;
+    for (let q = 0; q < nq; q++) {
+      let n = 0;
+      for (let j = 0; j < k; j++) {
+        const id = ranks.data[q * k + j]!;
+        if (state[id] === 0) {
+          state[id] = rowIsFinite(db.data, id * d, d) ? 1 : 2;
+          if (state[id] === 2) dropped.push(id);
+        }
+        if (state[id] === 2) n += 1;
+      }
+      mostDropped = Math.max(mostDropped, n);
+    }
+    const cols = k - mostDropped;
+    const head = Math.min(this.M, cols);
+    const out = new Int32Array(nq * cols);
     const refinedScores = new Float64Array(nq * head);
     const g =
       db.data instanceof Float64Array ? new Float64Array(head * d) : new Float32Array(head * d);
-    for (let q = 0; q < nq && head > 0; q++) {
-      const row = ranks.data.subarray(q * k, q * k + k);
+    const row = new Int32Array(cols);
+    for (let q = 0; q < nq; q++) {
+      // This query's first `cols` finite candidates.
+      let filled = 0;
+      for (let j = 0; j < k && filled < cols; j++) {
+        const id = ranks.data[q * k + j]!;
+        if (state[id] === 1) row[filled++] = id;
+      }
+      out.set(row, q * cols);
+      if (head === 0) continue;
       for (let j = 0; j < head; j++) g.set(db.data.subarray(row[j]! * d, row[j]! * d + d), j * d);
       const query = queries.data.subarray(q * d, q * d + d);
       const result = await this.rerankHead(query, g, head, d);
-      for (let j = 0; j < head; j++) out[q * k + j] = row[result.order[j]!]!;
+      for (let j = 0; j < head; j++) out[q * cols + j] = row[result.order[j]!]!;
       refinedScores.set(result.refined, q * head);
     }
-    return { ranks: out, rows: nq, cols: k, head, refinedScores };
+    dropped.sort((a, b) => a - b);
+    return { ranks: out, rows: nq, cols, head, refinedScores, dropped: Int32Array.from(dropped) };
   }
 
   async release(): Promise<void> {
