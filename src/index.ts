@@ -6,6 +6,18 @@ export { loadCheckpoint } from "./checkpoint/load.ts";
 export type { StateDict, Tensor } from "./checkpoint/state-dict.ts";
 export type { Float32Matrix, VectorMatrix, Vectors } from "./core/matrix.ts";
 export {
+  type BatchExtractor,
+  type DescriptorCache,
+  type ExtractFailure,
+  type ExtractItem,
+  type ExtractManyOptions,
+  type ExtractManyResult,
+  type ExtractProgress,
+  extractKey,
+  extractMany,
+  type StagedExtractor,
+} from "./descriptor/extract-many.ts";
+export {
   DESCRIPTOR_DIM,
   type ExtractInput,
   Extractor,
@@ -35,7 +47,7 @@ export {
   type Protocol,
   type ProtocolResult,
 } from "./eval/revisitop-map.ts";
-export type { Box } from "./image/crop.ts";
+export { type Box, type ClippedBox, clipBox } from "./image/crop.ts";
 export { type BgrImage, decodeImage } from "./image/decode.ts";
 export { DescriptorStore } from "./index/store.ts";
 export {

@@ -10,7 +10,7 @@ import { after, test } from "node:test";
 import { crc32, deflateSync } from "node:zlib";
 import sharp from "sharp";
 import { SuperglobalError } from "../src/errors.ts";
-import { cropToBox } from "../src/image/crop.ts";
+import { clipBox, cropToBox } from "../src/image/crop.ts";
 import { type BgrImage, decodeImage } from "../src/image/decode.ts";
 import { type ImageTensor, toInputTensor } from "../src/image/normalize.ts";
 import { resizeBilinear, scaledSize } from "../src/image/resize.ts";
@@ -296,13 +296,28 @@ test("cropToBox truncates like int() and clamps ends like numpy slicing", () => 
   assert.equal(cropToBox(im, [-0.5, 0, 2, 2]).width, 2);
 });
 
-test("cropToBox refuses boxes that are malformed, negative or empty, naming the box", () => {
+test("a box partly outside the image is clipped to it, on every side alike", () => {
+  const im = ramp(10, 6);
+  // Negative starts were refused while ends past the image were clipped: one rule now.
+  const crop = cropToBox(im, [-2, -3.5, 4, 3]);
+  assert.deepEqual([crop.width, crop.height], [4, 3]);
+  assert.deepEqual(crop, cropToBox(im, [0, 0, 4, 3]));
+  assert.deepEqual(cropToBox(im, [-100, -1, 200, 50]), im);
+  assert.deepEqual(clipBox([-2, -3.5, 4, 3], 10, 6), { box: [0, 0, 4, 3], clipped: true });
+  assert.deepEqual(clipBox([7, 4, 25, 99.5], 10, 6), { box: [7, 4, 10, 6], clipped: true });
+  // Inside: the official int truncation, and nothing to say.
+  assert.deepEqual(clipBox([1.9, 2.99, 4.01, 5.5], 10, 6), { box: [1, 2, 4, 5], clipped: false });
+  assert.deepEqual(clipBox([-0.5, 0, 2, 2], 10, 6), { box: [0, 0, 2, 2], clipped: false });
+});
+
+test("cropToBox refuses boxes that are malformed or empty after clipping, naming the box", () => {
   const im = ramp(10, 6);
   const bad: unknown[] = [
     [1, 2, 3],
     [0, 0, Number.NaN, 3],
     [0, 0, Number.POSITIVE_INFINITY, 3],
-    [-2, 0, 5, 5],
+    [-5, 0, -2, 5],
+    [0, 7, 5, 9],
     [3, 3, 3, 5],
     [4, 1, 2, 5],
     [10, 0, 12, 3],

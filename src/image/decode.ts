@@ -98,6 +98,26 @@ async function readImageFile(path: string, label: string): Promise<Uint8Array> {
 }
 
 /**
+ * The size `decodeImage` gives the image in `path` (EXIF orientation applied), read from its header
+ * alone, or undefined when the header cannot be read (decoding it then reports why).
+ */
+export async function imageSize(
+  path: string,
+): Promise<{ width: number; height: number } | undefined> {
+  try {
+    const meta = await sharp(path, { limitInputPixels: false }).metadata();
+    if (!(meta.width > 0 && meta.height > 0)) return undefined;
+    // Orientations 5-8 turn the image a quarter: width and height swap.
+    const turned = (meta.orientation ?? 1) >= 5;
+    return turned
+      ? { width: meta.height, height: meta.width }
+      : { width: meta.width, height: meta.height };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * OpenCV's CMYK→BGR (`icvCvt_CMYK2BGR_8u_C4C3R`) on the raw Adobe-inverted libjpeg samples
  * c' = 255 − C, k' = 255 − K: out = k' − ((255 − c')·k' >> 8). libvips hands us C and K uninverted.
  */
