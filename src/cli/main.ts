@@ -12,6 +12,7 @@ import { register as registerExtract } from "./commands/extract.ts";
 import { register as registerModels } from "./commands/models.ts";
 import { register as registerRerank } from "./commands/rerank.ts";
 import { register as registerSearch } from "./commands/search.ts";
+import { register as registerServe } from "./commands/serve.ts";
 
 const program = new Command()
   .name("superglobal")
@@ -24,6 +25,7 @@ const commands: Array<(program: Command) => void> = [
   registerBuildModel,
   registerExtract,
   registerSearch,
+  registerServe,
   registerRerank,
   registerEval,
   registerModels,
