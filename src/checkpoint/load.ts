@@ -69,7 +69,7 @@ function loadChecked(src: ByteSource): StateDict {
     // "PK": the zip format.
     const zip = openTorchZip(src);
     const root = unpickle(zip.readRecord("data.pkl"), model.options);
-    return model.stateDict(root, (key) => zip.readRecord(`data/${key}`));
+    return model.stateDict(root, (key, bytes) => zip.readRecord(`data/${key}`, bytes));
   }
   if (head[0] === 0x80) {
     // PROTO opcode: the legacy format (a stream of pickles).

@@ -95,12 +95,20 @@ interface KindMarker extends Callable {
   torchName: string;
 }
 
-/** One storage record (or, in legacy files, a view into one): elements [base, base + numel). */
-interface StorageRef {
-  key: string;
-  kind: StorageKind;
-  base: number;
-  numel: number;
+/**
+ * One storage record (or, in legacy files, a view into one): elements [base, base + numel).
+ * Frozen, like PendingTensor: a later SETITEM or BUILD in the pickle must not rewrite what was
+ * checked when it was made.
+ */
+class StorageRef {
+  constructor(
+    readonly key: string,
+    readonly kind: StorageKind,
+    readonly base: number,
+    readonly numel: number,
+  ) {
+    Object.freeze(this);
+  }
 }
 
 class PendingTensor {
@@ -109,13 +117,36 @@ class PendingTensor {
     readonly offset: unknown,
     readonly size: unknown,
     readonly stride: unknown,
-  ) {}
+  ) {
+    Object.freeze(this);
+  }
 }
 
 /** A tensor kind we do not read; an error only if the state dict holds one. */
 class UnsupportedTensor {
   constructor(readonly how: string) {}
 }
+
+/**
+ * Modules whose classes a checkpoint may hold besides tensors (numpy scalars and arrays, an
+ * argparse.Namespace of training options, torch.Size, ...): kept inert, never called. Any other
+ * global is refused, as torch.load(weights_only=True) refuses it; the code-running ones (os,
+ * subprocess, builtins.eval, ...) are refused earlier by the unpickler itself.
+ */
+const INERT_GLOBALS = [
+  /^numpy(\.|$)/,
+  /^torch(\.|$)/,
+  /^argparse\.Namespace$/,
+  /^collections\./,
+  /^copyreg\._reconstructor$/,
+  /^copy_reg\._reconstructor$/,
+  /^(builtins|__builtin__)\./,
+  /^_codecs\.encode$/,
+  /^pathlib\.(Pure)?(Posix|Windows)?Path$/,
+  /^datetime\.(date|time|datetime|timedelta|timezone)$/,
+  /^decimal\.Decimal$/,
+  /^fractions\.Fraction$/,
+];
 
 /** Any other object in the pickle (numpy scalars, argparse.Namespace, ...): kept inert. */
 class OpaqueObject {
@@ -182,6 +213,13 @@ export class TorchModel {
     }
     if (module === "torch.nn.parameter" && name === "Parameter") return (data) => data;
     const global = `${module}.${name}`;
+    if (!INERT_GLOBALS.some((re) => re.test(global))) {
+      throw new SuperglobalError(
+        "UNSUPPORTED",
+        `${this.source}: the pickle names ${global}, which is neither a tensor nor plain data; only state dicts of tensors are read (as torch.load(weights_only=True) reads them): re-save with torch.save(model.state_dict(), path)`,
+        { input: this.source },
+      );
+    }
     return Object.assign((...args: unknown[]) => new OpaqueObject(global, args), {
       pickleGlobal: global,
     });
@@ -210,8 +248,8 @@ export class TorchModel {
         `storage ${key} is used as both ${known.kind} and ${type.torchKind}`,
       );
     }
-    this.records.set(key, { kind: type.torchKind, numel });
-    if (view === undefined || view === null) return { key, kind: type.torchKind, base: 0, numel };
+    this.records.set(key, { kind: type.torchKind, numel: Math.max(numel, known?.numel ?? 0) });
+    if (view === undefined || view === null) return new StorageRef(key, type.torchKind, 0, numel);
     // Legacy views: (view_key, offset, view_size) into the storage `key`.
     if (!Array.isArray(view) || view.length !== 3 || !isCount(view[1]) || !isCount(view[2])) {
       throw badFile(this.source, `malformed storage view ${describe(view)} of storage ${key}`);
@@ -219,19 +257,14 @@ export class TorchModel {
     if (view[1] + view[2] > numel) {
       throw badFile(this.source, `storage view of ${key} runs past its ${numel} elements`);
     }
-    return { key, kind: type.torchKind, base: view[1], numel: view[2] };
+    return new StorageRef(key, type.torchKind, view[1], view[2]);
   }
 
   private asStorage(storage: unknown): StorageRef {
-    if (
-      storage === null ||
-      typeof storage !== "object" ||
-      !("key" in storage) ||
-      !("kind" in storage)
-    ) {
+    if (!(storage instanceof StorageRef)) {
       throw badFile(this.source, `a tensor is built from ${describe(storage)}, not a storage`);
     }
-    return storage as StorageRef;
+    return storage;
   }
 
   private retype(storage: StorageRef, dtype: unknown): StorageRef {
@@ -239,23 +272,30 @@ export class TorchModel {
     const size = ELEMENT_SIZE[dtype.torchKind];
     const byteBase = storage.base * ELEMENT_SIZE[storage.kind];
     const bytes = storage.numel * ELEMENT_SIZE[storage.kind];
-    return {
-      key: storage.key,
-      kind: dtype.torchKind,
-      base: Math.floor(byteBase / size),
-      numel: Math.floor(bytes / size),
-    };
+    return new StorageRef(
+      storage.key,
+      dtype.torchKind,
+      Math.floor(byteBase / size),
+      Math.floor(bytes / size),
+    );
   }
 
   /**
    * The tensors of the state dict in `root` (unwrapping `model_state` and the like), each
-   * storage record read once through `readRecord`.
+   * storage record read once through `readRecord` (given the bytes the pickle says it holds).
    */
-  stateDict(root: unknown, readRecord: (key: string) => Uint8Array): StateDict {
+  stateDict(
+    root: unknown,
+    readRecord: (key: string, bytes: number | undefined) => Uint8Array,
+  ): StateDict {
     const dict = this.findStateDict(root);
     const raw = new Map<string, Uint8Array>();
     const handedOut = new Set<string>();
     const out: StateDict = new Map();
+    // What the tensors may take, in storage bytes: views of a storage may overlap (tied weights,
+    // slices, expanded stride-0 tensors), but many large views of one small storage are a memory
+    // bomb (a 1 kB pickle asking for 30000 x 30000 of stride 0). Bounded by what the file holds.
+    const budget = { left: MEMORY_SLACK };
     for (const [name, value] of dict) {
       if (value instanceof UnsupportedTensor) {
         throw new SuperglobalError(
@@ -268,10 +308,13 @@ export class TorchModel {
       const key = value.storage.key;
       let bytes = raw.get(key);
       if (bytes === undefined) {
-        bytes = readRecord(key);
+        const rec = this.records.get(key);
+        bytes = readRecord(key, rec === undefined ? undefined : rec.numel * ELEMENT_SIZE[rec.kind]);
+        this.checkRecord(key, bytes);
         raw.set(key, bytes);
+        budget.left += OVERLAP_FACTOR * bytes.length;
       }
-      out.set(name, this.cut(name, value, bytes, handedOut));
+      out.set(name, this.cut(name, value, bytes, handedOut, budget));
     }
     if (out.size === 0) {
       throw badFile(
@@ -294,8 +337,27 @@ export class TorchModel {
     return root;
   }
 
+  /** A storage record holds at least the bytes its persistent id claims (torch writes exactly those). */
+  private checkRecord(key: string, bytes: Uint8Array): void {
+    const rec = this.records.get(key);
+    if (rec === undefined) return;
+    const claimed = rec.numel * ELEMENT_SIZE[rec.kind];
+    if (bytes.length < claimed) {
+      throw badFile(
+        this.source,
+        `storage ${key} claims ${rec.numel} ${rec.kind} elements (${claimed} bytes) but its record holds ${bytes.length} bytes`,
+      );
+    }
+  }
+
   /** The C-order values of `t`, widened to a TensorDtype. */
-  private cut(name: string, t: PendingTensor, record: Uint8Array, handedOut: Set<string>): Tensor {
+  private cut(
+    name: string,
+    t: PendingTensor,
+    record: Uint8Array,
+    handedOut: Set<string>,
+    budget: { left: number },
+  ): Tensor {
     if (!isCountList(t.size) || !isCountList(t.stride) || !isCount(t.offset)) {
       throw badFile(
         this.source,
@@ -323,6 +385,16 @@ export class TorchModel {
         `tensor ${name} (offset ${t.offset}, size [${shape}], stride [${stride}]) reaches element ${last} of storage ${key}, which has ${available} (${record.length} bytes of ${kind})`,
       );
     }
+    if (!Number.isSafeInteger(numel) || !Number.isSafeInteger(last)) {
+      throw badFile(this.source, `tensor ${name} has an impossible size [${shape}]`);
+    }
+    budget.left -= numel * elSize;
+    if (budget.left < 0) {
+      throw badFile(
+        this.source,
+        `tensor ${name} (size [${shape}], stride [${stride}]) would take the tensors past ${OVERLAP_FACTOR}x the storage bytes in the file: overlapping views of storage ${key} multiply memory`,
+      );
+    }
     const all = typedView(kind, record, recordElements);
     const start = t.storage.base + t.offset;
     let values: TypedArray;
@@ -341,6 +413,11 @@ export class TorchModel {
     return { ...widen(kind, values), shape };
   }
 }
+
+/** Tensors may take this many times the bytes of the storages they view, ... */
+const OVERLAP_FACTOR = 4;
+/** ... plus this much (small expanded tensors, scalars). */
+const MEMORY_SLACK = 16 * 2 ** 20;
 
 type TypedArray =
   | Float32Array
@@ -496,9 +573,11 @@ function isCountList(value: unknown): value is number[] {
   return Array.isArray(value) && value.every(isCount);
 }
 
-function describe(value: unknown): string {
+function describe(value: unknown, depth = 0): string {
   if (Array.isArray(value)) {
-    const parts = value.slice(0, 6).map((v) => describe(v));
+    // Depth-limited: pickled lists may nest (and share themselves) exponentially.
+    if (depth >= 2) return `(${value.length > 0 ? "..." : ""})`;
+    const parts = value.slice(0, 6).map((v) => describe(v, depth + 1));
     return `(${parts.join(", ")}${value.length > 6 ? ", ..." : ""})`;
   }
   if (typeof value === "string")

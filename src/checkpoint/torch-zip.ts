@@ -13,8 +13,11 @@ export interface TorchZip {
   readonly prefix: string;
   /** Whether `<prefix>/<name>` exists. */
   hasRecord(name: string): boolean;
-  /** The bytes of `<prefix>/<name>`, CRC-checked; BAD_FILE when absent, truncated or corrupt. */
-  readRecord(name: string): Uint8Array;
+  /**
+   * The bytes of `<prefix>/<name>`, CRC-checked; BAD_FILE when absent, truncated or corrupt, or
+   * when it claims more than `maxBytes` (checked before anything is read or inflated).
+   */
+  readRecord(name: string, maxBytes?: number): Uint8Array;
 }
 
 interface Entry {
@@ -33,21 +36,34 @@ const SIG_EOCD64_LOCATOR = 0x07064b50;
 const SIG_CENTRAL = 0x02014b50;
 const SIG_LOCAL = 0x04034b50;
 const EOCD_SIZE = 22;
+/** Deflate's largest expansion (258-byte matches at about 2 bits each). */
+const MAX_DEFLATE_RATIO = 1032;
 const MAX_COMMENT = 0xffff;
 
 const utf8 = new TextDecoder("utf-8");
 
 export function openTorchZip(src: ByteSource): TorchZip {
   const entries = readCentralDirectory(src);
-  const byName = new Map(entries.map((e) => [e.name, e]));
+  const byName = new Map<string, Entry>();
+  for (const e of entries) {
+    // Which copy a reader takes differs between zip readers: refuse to guess.
+    if (byName.has(e.name)) throw bad(src, `the zip archive holds two records named ${e.name}`);
+    byName.set(e.name, e);
+  }
   const prefix = findPrefix(src, entries, byName);
   const zip: TorchZip = {
     prefix,
     hasRecord: (name) => byName.has(`${prefix}/${name}`),
-    readRecord: (name) => {
+    readRecord: (name, maxBytes) => {
       const entry = byName.get(`${prefix}/${name}`);
       if (entry === undefined) {
         throw bad(src, `the archive has no record ${prefix}/${name}`);
+      }
+      if (maxBytes !== undefined && entry.size > maxBytes) {
+        throw bad(
+          src,
+          `zip record ${entry.name} holds ${entry.size} bytes, more than the ${maxBytes} its storage needs`,
+        );
       }
       return readEntry(src, entry);
     },
@@ -221,20 +237,36 @@ function readEntry(src: ByteSource, entry: Entry): Uint8Array {
       `zip record ${entry.name} (bytes ${dataStart}..${dataStart + entry.compressedSize}) runs past the end of the file (${src.size} bytes): truncated`,
     );
   }
+  if (entry.method === 0 && entry.size !== entry.compressedSize) {
+    throw bad(
+      src,
+      `zip record ${entry.name} is stored uncompressed but claims ${entry.size} bytes in ${entry.compressedSize}`,
+    );
+  }
+  // Deflate cannot expand data more than 1032-fold: a larger claim is a lie or a bomb, refused
+  // before inflating; and inflating stops at the claimed size.
+  if (entry.method === 8 && entry.size > MAX_DEFLATE_RATIO * entry.compressedSize + 1024) {
+    throw bad(
+      src,
+      `zip record ${entry.name} claims ${entry.size} bytes from ${entry.compressedSize} deflated ones, more than deflate can produce`,
+    );
+  }
   const raw = src.read(dataStart, entry.compressedSize);
   let data: Uint8Array;
   if (entry.method === 0) {
     data = raw;
   } else if (entry.method === 8) {
     try {
-      const inflated = zlib.inflateRawSync(raw);
+      const inflated = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) });
       // An own, 0-aligned buffer, so callers may view it as any typed array.
       data = new Uint8Array(inflated.length);
       data.set(inflated);
     } catch (err) {
       throw new SuperglobalError(
         "BAD_FILE",
-        `${src.name}: zip record ${entry.name} does not inflate: ${(err as Error).message}`,
+        (err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE"
+          ? `${src.name}: zip record ${entry.name} inflates to more than the ${entry.size} bytes it claims`
+          : `${src.name}: zip record ${entry.name} does not inflate: ${(err as Error).message}`,
         { input: src.name, cause: err },
       );
     }

@@ -40,7 +40,7 @@ export function readGroundTruth(path: string): GroundTruth {
     throw fileError(path, "cannot read", cause);
   }
   const root = parseContent(bytes, path);
-  const gt = validate(root, path);
+  const gt = validate(root, path, bytes.length);
   const match = /^gnd_(.+)\.(?:pkl|pickle|json)$/i.exec(basename(path));
   return match ? { dataset: match[1]!, ...gt } : gt;
 }
@@ -80,16 +80,48 @@ function isDict(value: unknown): boolean {
   );
 }
 
-function stringList(value: unknown, path: string, key: string): string[] {
+/**
+ * Counts list items against the file's size before they are walked: every item of an honest
+ * pickle or JSON file takes at least one byte, but a pickle may repeat one list by reference
+ * (memo), so that 30 kB would name 16 million ids and validation (then evaluation) go quadratic.
+ */
+class ItemBudget {
+  private left: number;
+  constructor(
+    private readonly path: string,
+    private readonly bytes: number,
+  ) {
+    this.left = bytes;
+  }
+  take(n: number): void {
+    this.left -= n;
+    if (this.left < 0) {
+      bad(
+        this.path,
+        `its lists hold more items than ${this.bytes} bytes can (lists repeated by reference)`,
+      );
+    }
+  }
+}
+
+function stringList(value: unknown, path: string, key: string, budget: ItemBudget): string[] {
   if (!Array.isArray(value)) bad(path, `"${key}" is not a list`);
+  budget.take(value.length);
   value.forEach((name, i) => {
     if (typeof name !== "string") bad(path, `"${key}"[${i}] is not a string`);
   });
   return value as string[];
 }
 
-function idList(value: unknown, path: string, key: string, dbSize: number): number[] {
+function idList(
+  value: unknown,
+  path: string,
+  key: string,
+  dbSize: number,
+  budget: ItemBudget,
+): number[] {
   if (!Array.isArray(value)) bad(path, `${key} is not a list`);
+  budget.take(value.length);
   value.forEach((id, i) => {
     if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= dbSize) {
       bad(path, `${key}[${i}] = ${String(id)} is not a database index in 0..${dbSize - 1}`);
@@ -98,12 +130,14 @@ function idList(value: unknown, path: string, key: string, dbSize: number): numb
   return value as number[];
 }
 
-function validate(root: unknown, path: string): GroundTruth {
+function validate(root: unknown, path: string, fileBytes: number): GroundTruth {
   if (!isDict(root)) bad(path, "the top level is not a dict");
-  const imlist = stringList(field(root, "imlist"), path, "imlist");
-  const qimlist = stringList(field(root, "qimlist"), path, "qimlist");
+  const budget = new ItemBudget(path, fileBytes);
+  const imlist = stringList(field(root, "imlist"), path, "imlist", budget);
+  const qimlist = stringList(field(root, "qimlist"), path, "qimlist", budget);
   const gndRaw = field(root, "gnd");
   if (!Array.isArray(gndRaw)) bad(path, `"gnd" is not a list`);
+  budget.take(gndRaw.length);
   if (gndRaw.length !== qimlist.length) {
     bad(path, `"gnd" has ${gndRaw.length} entries but "qimlist" has ${qimlist.length} queries`);
   }
@@ -120,9 +154,9 @@ function validate(root: unknown, path: string): GroundTruth {
     }
     return {
       bbx: bbx as [number, number, number, number],
-      easy: idList(field(entry, "easy"), path, `${at}.easy`, imlist.length),
-      hard: idList(field(entry, "hard"), path, `${at}.hard`, imlist.length),
-      junk: idList(field(entry, "junk"), path, `${at}.junk`, imlist.length),
+      easy: idList(field(entry, "easy"), path, `${at}.easy`, imlist.length, budget),
+      hard: idList(field(entry, "hard"), path, `${at}.hard`, imlist.length, budget),
+      junk: idList(field(entry, "junk"), path, `${at}.junk`, imlist.length, budget),
     };
   });
   return { imlist, qimlist, gnd };

@@ -33,6 +33,7 @@ const DESCR_OF: Record<NpyDtype, string> = {
 const BYTES: Record<NpyDtype, number> = { float32: 4, float64: 8, int32: 4, int64: 8, uint8: 1 };
 const MAGIC = "\x93NUMPY";
 const CHUNK = 1 << 26; // 64 MiB per read
+const MAX_DIM = 2 ** 32;
 
 function allocate(dtype: NpyDtype, length: number): NpyData {
   switch (dtype) {
@@ -83,7 +84,12 @@ function parseHeader(text: string, path: string): { dtype: NpyDtype; shape: numb
     .map((s) => s.trim())
     .filter((s) => s.length > 0)
     .map(Number);
-  if (shape.some((d) => !Number.isInteger(d) || d < 0)) {
+  // Safe integers, each at most 2^32 (even in an empty array, where no data bounds them), with a
+  // safe product: "1e308" or 2^60 are no shape of a real array.
+  if (
+    shape.some((d) => !Number.isSafeInteger(d) || d < 0 || d > MAX_DIM) ||
+    !Number.isSafeInteger(shape.reduce((a, b) => a * b, 1))
+  ) {
     throw new SuperglobalError("BAD_FILE", `${path}: bad shape (${shapeText})`, { input: path });
   }
   return { dtype, shape };
@@ -98,7 +104,13 @@ function readFully(fd: number, target: ArrayBufferView, position: number, path: 
   while (done < target.byteLength) {
     const want = Math.min(CHUNK, target.byteLength - done);
     const view = new Uint8Array(target.buffer, target.byteOffset + done, want);
-    const got = readSync(fd, view, 0, want, position + done);
+    let got: number;
+    try {
+      got = readSync(fd, view, 0, want, position + done);
+    } catch (cause) {
+      // A folder opens but does not read (EISDIR); an I/O error: name the file either way.
+      throw fileError(path, "cannot read", cause);
+    }
     if (got === 0) {
       throw new SuperglobalError("BAD_FILE", `${path}: file is truncated`, { input: path });
     }
@@ -132,9 +144,26 @@ function openNpy(path: string): {
       });
     }
     const major = pre[6]!;
+    if (major < 1 || major > 3) {
+      throw new SuperglobalError(
+        "UNSUPPORTED",
+        `${path}: .npy format version ${major} is not supported (1-3)`,
+        {
+          input: path,
+        },
+      );
+    }
     const view = new DataView(pre.buffer);
     const headerLen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
     const headerStart = major === 1 ? 10 : 12;
+    // Checked before allocating: a header length field of 4 GB in a tiny file is a lie.
+    if (headerStart + headerLen > size) {
+      throw new SuperglobalError(
+        "BAD_FILE",
+        `${path}: file is truncated (its header claims ${headerLen} bytes, the file has ${size})`,
+        { input: path },
+      );
+    }
     const header = new Uint8Array(headerLen);
     readFully(fd, header, headerStart, path);
     const { dtype, shape } = parseHeader(Buffer.from(header).toString("latin1"), path);

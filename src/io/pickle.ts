@@ -117,6 +117,109 @@ const OPCODE_NAMES: Record<number, string> = {
 const utf8 = new TextDecoder("utf-8");
 const latin1 = new TextDecoder("latin1");
 
+/**
+ * Globals that run code, touch the system or reach other objects' attributes when Python calls
+ * them (the classic `os.system` / `builtins.eval` / `subprocess.Popen` / `operator.attrgetter`
+ * payloads). Nothing here ever calls a Python name, but a file that names one is hostile or not
+ * what it claims to be: it is refused at once, before the caller's `findClass` is asked, so no
+ * permissive reader can let one through.
+ */
+const CODE_MODULES = new Set([
+  "os",
+  "posix",
+  "nt",
+  "subprocess",
+  "_posixsubprocess",
+  "sys",
+  "shutil",
+  "socket",
+  "importlib",
+  "runpy",
+  "pickle",
+  "_pickle",
+  "cPickle",
+  "marshal",
+  "code",
+  "codeop",
+  "ctypes",
+  "pty",
+  "commands",
+  "popen2",
+  "webbrowser",
+  "multiprocessing",
+  "threading",
+  "_thread",
+  "thread",
+  "signal",
+  "asyncio",
+  "functools",
+  "operator",
+  "_operator",
+  "types",
+  "inspect",
+  "io",
+  "_io",
+  "tempfile",
+  "glob",
+  "timeit",
+  "pdb",
+  "bdb",
+  "platform",
+  "http",
+  "urllib",
+  "urllib2",
+  "ftplib",
+  "smtplib",
+  "telnetlib",
+  "requests",
+  "sqlite3",
+  "shelve",
+  "dbm",
+  "ssl",
+  "mmap",
+  "resource",
+  "gc",
+  "cffi",
+]);
+
+/** Builtins that build plain data; every other builtin (eval, exec, getattr, open, ...) is code. */
+const DATA_BUILTINS = new Set([
+  "set",
+  "frozenset",
+  "bytearray",
+  "bytes",
+  "slice",
+  "range",
+  "complex",
+  "int",
+  "float",
+  "str",
+  "bool",
+  "list",
+  "dict",
+  "tuple",
+  "object",
+]);
+
+/** Names outside those modules that run code or load other pickles. */
+const CODE_NAMES = new Set([
+  "numpy.testing._private.utils.runstring",
+  "numpy.load",
+  "numpy.lib.npyio.load",
+  "torch.load",
+  "torch.serialization.load",
+  "torch.hub.load",
+  "torch.jit.load",
+  "torch._C._jit_script_compile",
+]);
+
+/** Whether GLOBAL module.name names code rather than data (see CODE_MODULES). */
+export function isCodeGlobal(module: string, name: string): boolean {
+  const root = module.split(".")[0]!;
+  if (root === "builtins" || root === "__builtin__") return !DATA_BUILTINS.has(name);
+  return CODE_MODULES.has(root) || CODE_NAMES.has(`${module}.${name}`);
+}
+
 /** Globals every pickle may use: they build plain data, never run anything. */
 function builtinGlobal(
   module: string,
@@ -311,6 +414,11 @@ class Unpickler {
   }
 
   private resolveGlobal(module: string, name: string): (...args: unknown[]) => unknown {
+    if (isCodeGlobal(module, name)) {
+      throw this.fail(
+        `refuses global ${module}.${name}: it names code, not data (the file is hostile or not what it claims to be)`,
+      );
+    }
     // The plain-data builtins come first so a permissive findClass cannot shadow them.
     const fn = builtinGlobal(module, name) ?? this.options.findClass?.(module, name);
     if (fn === undefined) {
@@ -336,9 +444,7 @@ class Unpickler {
     if (target instanceof Map) {
       for (let i = 0; i < items.length; i += 2) target.set(items[i], items[i + 1]);
     } else if (target !== null && typeof target === "object" && !Array.isArray(target)) {
-      for (let i = 0; i < items.length; i += 2) {
-        (target as Record<string, unknown>)[String(items[i])] = items[i + 1];
-      }
+      for (let i = 0; i < items.length; i += 2) setAttribute(target, items[i], items[i + 1]);
     } else {
       throw this.fail("SETITEM target is not a dict");
     }
@@ -349,7 +455,7 @@ class Unpickler {
       for (const item of items) target.push(item);
     } else if (target instanceof Set) {
       for (const item of items) target.add(item);
-    } else if (target !== null && typeof target === "object" && "append" in target) {
+    } else if (target !== null && typeof target === "object" && inherited(target, "append")) {
       const add = (target as { append: unknown }).append;
       if (typeof add !== "function") throw this.fail("APPEND target is not a list");
       for (const item of items) add.call(target, item);
@@ -365,10 +471,14 @@ class Unpickler {
    * never mix with its keys.
    */
   private build(obj: unknown, state: unknown): void {
-    if (obj === null || (typeof obj !== "object" && typeof obj !== "function")) {
+    // Not a function either: those are globals (classes), shared by every use of the name.
+    if (obj === null || typeof obj !== "object") {
       throw this.fail("BUILD target is not an object");
     }
-    const setstate = (obj as { __setstate__?: unknown }).__setstate__;
+    // Only a reader's own class method: an attribute an earlier BUILD set is never called.
+    const setstate = inherited(obj, "__setstate__")
+      ? (obj as { __setstate__?: unknown }).__setstate__
+      : undefined;
     if (typeof setstate === "function") {
       setstate.call(obj, state);
       return;
@@ -379,7 +489,7 @@ class Unpickler {
     for (const part of parts) {
       if (part === null) continue;
       if (!(part instanceof Map)) throw this.fail("BUILD state is not a dict");
-      for (const [k, v] of part) (obj as Record<string, unknown>)[String(k)] = v;
+      for (const [k, v] of part) setAttribute(obj, k, v);
     }
   }
 
@@ -668,15 +778,27 @@ class Unpickler {
   private long(n: number): number | bigint {
     const b = this.take(n, "a long integer");
     if (n === 0) return 0;
-    let v = 0n;
-    for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
+    // Through one hex string: linear, where shifting a growing bigint byte by byte is quadratic
+    // (a 200 kB LONG4 took a minute).
+    const hex = Buffer.from(b).reverse().toString("hex");
+    let v = BigInt(`0x${hex}`);
     if (b[n - 1]! & 0x80) v -= 1n << BigInt(8 * n);
     return toIntValue(v);
   }
 
   private parseInt(text: string): number | bigint {
-    if (!/^[-+]?\d+$/.test(text.trim())) throw this.fail(`bad integer ${JSON.stringify(text)}`);
-    return toIntValue(BigInt(text.trim()));
+    const digits = text.trim();
+    if (!/^[-+]?\d+$/.test(digits)) {
+      throw this.fail(
+        `bad integer ${JSON.stringify(digits.length > 40 ? `${digits.slice(0, 37)}...` : digits)}`,
+      );
+    }
+    // Python refuses longer decimal ints too (sys.int_info.default_max_str_digits); decimal
+    // parsing is quadratic.
+    if (digits.replace(/^[-+]/, "").length > MAX_INT_DIGITS) {
+      throw this.fail(`an integer of more than ${MAX_INT_DIGITS} digits`);
+    }
+    return toIntValue(BigInt(digits));
   }
 
   private parseIndex(text: string): number {
@@ -684,6 +806,29 @@ class Unpickler {
     if (typeof v !== "number" || v < 0) throw this.fail(`bad memo index ${text}`);
     return v;
   }
+}
+
+/** Python's default limit on the digits of a decimal int (sys.int_info.default_max_str_digits). */
+const MAX_INT_DIGITS = 4300;
+
+/** Whether `key` of `obj` comes from its class (its prototype chain), not from the pickle. */
+function inherited(obj: object, key: string): boolean {
+  return key in obj && !Object.hasOwn(obj, key);
+}
+
+/**
+ * Sets attribute `key` of a pickled object as an own property: defineProperty, so that a key
+ * "__proto__" is a plain attribute and never replaces the object's prototype. Frozen objects (the
+ * reader's own records) refuse, which surfaces as BAD_FILE.
+ */
+function setAttribute(obj: object, key: unknown, value: unknown): void {
+  const ok = Reflect.defineProperty(obj, String(key), {
+    value,
+    writable: true,
+    enumerable: true,
+    configurable: true,
+  });
+  if (!ok) throw new TypeError(`cannot set attribute ${String(key)} of this object`);
 }
 
 /** Python int → number when exactly representable, else bigint. */
