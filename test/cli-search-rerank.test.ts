@@ -289,3 +289,67 @@ test("rerank: ids outside the database are rejected naming the ranks file", asyn
   assert.equal(run.code, 1);
   assert.match(run.stderr, /bad-ranks\.npy at \[0, 1\].*received number 2/);
 });
+
+test("search and rerank: a failed image's NaN row is never a result, and they say so", async () => {
+  // db rows [bad, a, b]: the all-NaN row of an image that failed to extract.
+  const X = join(tmp, "nan-db.npy");
+  const Q = join(tmp, "nan-q.npy");
+  writeNpy(X, new Float32Array([Number.NaN, Number.NaN, 1, 0, 0.6, 0.8]), [3, 2]);
+  writeNpy(Q, new Float32Array([0.8, 0.6]), [1, 2]);
+  const out = join(tmp, "nan-ranks.npy");
+  const scores = join(tmp, "nan-scores.npy");
+  let run = await cli(
+    "search",
+    "--db",
+    X,
+    "--queries",
+    Q,
+    "--top",
+    "2",
+    "--out",
+    out,
+    "--scores",
+    scores,
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.deepEqual([...readMatrixI32(out).data], [2, 1]);
+  assert.ok([...(readNpy(scores).data as Float32Array)].every(Number.isFinite));
+  assert.match(run.stderr, /skipped 1 of the 3 rows of .*nan-db\.npy: not finite/);
+
+  // Ranks made elsewhere that hold the bad row: it is dropped, with a note.
+  const ranks = join(tmp, "nan-initial.npy");
+  writeNpy(ranks, new Int32Array([0, 2, 1]), [1, 3]);
+  const final = join(tmp, "nan-final.npy");
+  run = await cli(
+    "rerank",
+    "--db",
+    X,
+    "--queries",
+    Q,
+    "--ranks",
+    ranks,
+    "--out",
+    final,
+    "--M",
+    "3",
+    "--K",
+    "1",
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const got = readMatrixI32(final);
+  assert.deepEqual([got.rows, got.cols], [1, 2]);
+  assert.deepEqual([...got.data].sort(), [1, 2]);
+  assert.match(
+    run.stderr,
+    /dropped 1 candidate row\(s\) of .*nan-db\.npy that are not finite \(row 0\)/,
+  );
+
+  // A query that is not finite is an error naming it.
+  writeNpy(Q, new Float32Array([Number.NaN, 0.6]), [1, 2]);
+  run = await cli("search", "--db", X, "--queries", Q, "--out", out);
+  assert.equal(run.code, 1);
+  assert.match(run.stderr, /nan-q\.npy row 0 is not finite/);
+  run = await cli("rerank", "--db", X, "--queries", Q, "--ranks", ranks, "--out", final);
+  assert.equal(run.code, 1);
+  assert.match(run.stderr, /nan-q\.npy row 0 is not finite/);
+});

@@ -1,5 +1,11 @@
-/** Parsers for CLI option values, each failing with a message that names the option. */
-import { InvalidArgumentError } from "commander";
+/**
+ * Parsers for CLI option values, each failing with a message that names the option, and the
+ * option groups several commands share, declared once: the model group and --threads.
+ */
+import { type Command, InvalidArgumentError } from "commander";
+import type { ExtractorOptions } from "../descriptor/options.ts";
+import { SuperglobalError } from "../errors.ts";
+import { checkBox } from "../image/crop.ts";
 
 export function intOption(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -30,11 +36,108 @@ export function choiceOption<T extends number | string>(name: string, choices: r
   };
 }
 
-/** "x1,y1,x2,y2" → four finite numbers. */
+/** "x1,y1,x2,y2" → a box, checked once here by the library's rule rather than per image. */
 export function boxOption(value: string): [number, number, number, number] {
-  const parts = value.split(",").map((s) => Number(s.trim()));
-  if (parts.length !== 4 || parts.some((p) => !Number.isFinite(p))) {
-    throw new InvalidArgumentError("--bbox must be four numbers x1,y1,x2,y2");
+  const parts = value.split(",").map((s) => (s.trim() === "" ? Number.NaN : Number(s.trim())));
+  try {
+    checkBox(parts);
+  } catch (error) {
+    if (!(error instanceof SuperglobalError)) throw error;
+    throw new InvalidArgumentError(
+      `--bbox must be four numbers x1,y1,x2,y2 with x1 < x2 and y1 < y2`,
+    );
   }
   return parts as [number, number, number, number];
+}
+
+/** What the model group (and --threads) give, as commander parses them. */
+export interface ModelFlags {
+  checkpoint?: string;
+  model?: string;
+  depth?: 50 | 101;
+  scales?: 1 | 3 | 5;
+  gemp?: boolean;
+  rgem?: boolean;
+  sgem?: boolean;
+  relup?: boolean;
+  threads?: number;
+}
+
+/** The box rule, as --help states it (and README's extract section). */
+export const BOX_RULE =
+  "a box partly outside the image is clipped to the image (with a warning); a box that is empty " +
+  "after clipping is refused";
+
+/**
+ * Declares the model group: --checkpoint, --model, --depth, --scales and the module switches.
+ * `build: true` (build-model) declares what goes into a saved model only: a required
+ * --checkpoint, --depth, --no-gemp, --no-rgem, --no-relup. No option has a commander default:
+ * the library's defaults are the CLI's, and `modelOptionsFrom` passes on only what was given.
+ */
+export function addModelOptions(command: Command, { build = false } = {}): void {
+  const checkpoint = "CVNet checkpoint (CVPR2022_CVNet_R50.pyth or R101)";
+  if (build) {
+    command.requiredOption("--checkpoint <file>", checkpoint);
+  } else {
+    command
+      .option("--checkpoint <file>", checkpoint)
+      .option(
+        "--model <name|file>",
+        "a registered model (`default`, which ships with the package, is used when neither --model nor --checkpoint is given) or a model saved with `superglobal build-model` (faster start-up)",
+      );
+  }
+  command.option(
+    "--depth <n>",
+    "ResNet depth of the checkpoint: 50 or 101 (default: read from the checkpoint)",
+    choiceOption("--depth", [50, 101] as const),
+  );
+  if (!build) {
+    command.option(
+      "--scales <n>",
+      "scale set: 1, 3 (0.7071, 1, 1.4142) or 5 (default: the model's, 3 for CVNet)",
+      choiceOption("--scales", [1, 3, 5] as const),
+    );
+  }
+  command
+    .option("--no-gemp", "GeM+ off: CVNet's GeM with the checkpoint's learned p")
+    .option("--no-rgem", "Regional-GeM off");
+  if (!build) command.option("--no-sgem", "Scale-GeM off: mean over scales");
+  command.option("--no-relup", "ReLU+ off in the backbone");
+}
+
+/** Declares --threads (onnxruntime's intra-op threads). */
+export function addThreadsOption(command: Command): void {
+  command.option(
+    "--threads <n>",
+    "onnxruntime threads (default: all cores)",
+    intOption("--threads", 1, 1024),
+  );
+}
+
+const PASSED_ON = ["depth", "scales", "gemp", "rgem", "sgem", "relup", "threads"] as const;
+
+/**
+ * The extractor options of the model group: at most one of --checkpoint or --model (neither: the
+ * library's default model), and only the options given on the command line (a saved model records
+ * depth, relup, gemp and rgem, and each model has its own defaults: a CLI default must not
+ * contradict them; the library's defaults are the CLI's).
+ */
+export function modelOptionsFrom(flags: ModelFlags, command: Command): ExtractorOptions {
+  if (flags.checkpoint !== undefined && flags.model !== undefined) {
+    throw new SuperglobalError(
+      "INVALID_ARGUMENT",
+      "give one of --checkpoint or --model, not both",
+      {
+        input: "--checkpoint",
+      },
+    );
+  }
+  const options: ExtractorOptions = {};
+  if (flags.checkpoint !== undefined) options.checkpoint = flags.checkpoint;
+  if (flags.model !== undefined) options.model = flags.model;
+  for (const name of PASSED_ON) {
+    if (command.getOptionValueSource(name) === "cli")
+      Object.assign(options, { [name]: flags[name] });
+  }
+  return options;
 }

@@ -4,10 +4,11 @@
  * exact ranking by dot product, SuperGlobal reranking, and E/M/H mAP without and with reranking.
  * Descriptors are cached on disk as they are made, so an interrupted run resumes.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { DESCRIPTOR_DIM, type Extractor } from "../descriptor/extractor.ts";
-import { assertOneOf, SuperglobalError } from "../errors.ts";
+import { extractMany } from "../descriptor/extract-many.ts";
+import type { Extractor } from "../descriptor/extractor.ts";
+import { assertOneOf, fileError, SuperglobalError } from "../errors.ts";
 import { DescriptorStore } from "../index/store.ts";
 import { npyInfo, readMatrixF32Into } from "../io/npy.ts";
 import {
@@ -15,7 +16,7 @@ import {
   type SuperGlobalRerankOptions,
 } from "../rerank/superglobal-rerank.ts";
 import { ExactSearch } from "../search/exact-search.ts";
-import { type GroundTruth, readGroundTruth } from "./ground-truth.ts";
+import { readGroundTruth } from "./ground-truth.ts";
 import { evaluateRevisitop, type Protocol, type ProtocolResult } from "./revisitop-map.ts";
 
 export const DATASETS = ["roxford5k", "rparis6k"] as const;
@@ -34,6 +35,10 @@ export interface RevisitopRunOptions {
   threads?: number;
   /** Called after each image: done of total, and the image's name. */
   onProgress?: (done: number, total: number, name: string) => void;
+  /** Told what the user should know of: a query box clipped to its image (names both). */
+  onWarning?: (message: string) => void;
+  /** Checked between images: once aborted, the run stops with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface RevisitopRunResult {
@@ -51,53 +56,69 @@ export async function runRevisitop(options: RevisitopRunOptions): Promise<Revisi
   const dataset = assertOneOf("dataset", options.dataset, DATASETS);
   const root = join(options.dataDir, dataset);
   const gt = readGroundTruth(findGroundTruth(options.dataDir, dataset));
-  const store = DescriptorStore.open(
-    options.cacheDir ?? join(root, "superglobal-cache"),
-    DESCRIPTOR_DIM,
-    { model: options.extractor.identity },
-  );
-  const failures: string[] = [];
+  const dim = options.extractor.dim;
+  const store = DescriptorStore.open(options.cacheDir ?? join(root, "superglobal-cache"), dim, {
+    model: options.extractor.identity,
+  });
+  // Every query (cropped to its box), then every database image; zero rows for images that failed.
+  const jobs = [
+    ...gt.qimlist.map((name, i) => ({ key: `query/${name}`, name, bbox: gt.gnd[i]!.bbx })),
+    ...gt.imlist.map((name) => ({ key: `db/${name}`, name, bbox: undefined })),
+  ];
+  let extracted: Awaited<ReturnType<typeof extractMany>>;
   try {
-    await extractAll(options, root, gt, store, failures);
+    const pending = jobs.filter((job) => !store.has(job.key)).map((job) => job.name);
+    if (pending.length > 0) checkDatasetImages(options.dataDir, dataset, pending);
+    extracted = await extractMany(
+      jobs.map((job) => ({
+        path: join(root, "jpg", `${job.name}.jpg`),
+        key: job.key,
+        ...(job.bbox === undefined ? {} : { bbox: job.bbox }),
+      })),
+      options.extractor,
+      {
+        cache: store,
+        fill: 0,
+        onProgress: (e) => options.onProgress?.(e.done, e.total, jobs[e.index]!.name),
+        ...(options.onWarning === undefined ? {} : { onWarning: options.onWarning }),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      },
+    );
   } finally {
     store.close();
   }
+  const failures = extracted.failures.map((f) => f.message);
 
-  // X = [database; distractors], Q = queries; zero rows for images that failed.
+  // X = [database; distractors], Q = queries.
   const n = gt.imlist.length;
-  const distractors = options.distractors ?? [];
-  const extra = distractors.reduce((sum, path) => sum + distractorRows(path), 0);
-  const N = n + extra;
-  const X = new Float32Array(N * DESCRIPTOR_DIM);
-  gt.imlist.forEach((name, i) => {
-    const v = store.get(`db/${name}`);
-    if (v !== undefined) X.set(v, i * DESCRIPTOR_DIM);
-  });
-  let row = n;
-  for (const path of distractors)
-    row += readMatrixF32Into(path, X, row * DESCRIPTOR_DIM, DESCRIPTOR_DIM);
   const nq = gt.qimlist.length;
-  const Q = new Float32Array(nq * DESCRIPTOR_DIM);
-  gt.qimlist.forEach((name, i) => {
-    const v = store.get(`query/${name}`);
-    if (v !== undefined) Q.set(v, i * DESCRIPTOR_DIM);
-  });
+  const distractors = options.distractors ?? [];
+  const extra = distractors.reduce((sum, path) => sum + distractorRows(path, dim), 0);
+  const N = n + extra;
+  const X = new Float32Array(N * dim);
+  X.set(extracted.descriptors.subarray(nq * dim));
+  let row = n;
+  for (const path of distractors) row += readMatrixF32Into(path, X, row * dim, dim);
+  const Q = extracted.descriptors.slice(0, nq * dim);
 
-  const db = { data: X, rows: N, cols: DESCRIPTOR_DIM };
-  const queries = { data: Q, rows: nq, cols: DESCRIPTOR_DIM };
+  const db = { data: X, rows: N, cols: dim };
+  const queries = { data: Q, rows: nq, cols: dim };
   const threads = options.threads === undefined ? {} : { threads: options.threads };
   const search = await ExactSearch.create(threads);
-  let ranks: Int32Array;
+  // Distractor rows that are not finite (failed images in a batch) are skipped: k may be < N.
+  let ranks: { ids: Int32Array; k: number };
   try {
-    ranks = (await search.search(db, queries, N)).ids;
+    ranks = await search.search(db, queries, N);
   } finally {
     await search.release();
   }
-  const global = evaluateRevisitop(ranks, nq, N, gt);
+  const global = evaluateRevisitop(ranks.ids, nq, ranks.k, gt);
   const reranker = await SuperGlobalReranker.create({ ...options.rerank, ...threads });
   let reranked: Int32Array;
   try {
-    reranked = (await reranker.rerankRanks(db, queries, { data: ranks, rows: nq, cols: N })).ranks;
+    reranked = (
+      await reranker.rerankRanks(db, queries, { data: ranks.ids, rows: nq, cols: ranks.k })
+    ).ranks;
   } finally {
     await reranker.release();
   }
@@ -108,8 +129,58 @@ export async function runRevisitop(options: RevisitopRunOptions): Promise<Revisi
     distractors: extra,
     failures,
     global,
-    reranked: evaluateRevisitop(reranked, nq, N, gt),
+    reranked: evaluateRevisitop(reranked, nq, ranks.k, gt),
   };
+}
+
+/**
+ * Throws NOT_FOUND, before any extraction, when `<dataDir>/<dataset>/jpg` does not exist or holds
+ * none of the images `names` (without `.jpg`): one clear message instead of one failure per image.
+ */
+export function checkDatasetImages(
+  dataDir: string,
+  dataset: Dataset,
+  names: readonly string[],
+): void {
+  const jpg = join(dataDir, dataset, "jpg");
+  let files: string[];
+  try {
+    files = readdirSync(jpg);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new SuperglobalError(
+        "NOT_FOUND",
+        `${jpg}: the images folder does not exist (revisitop layout: <data-dir>/${dataset}/jpg/<name>.jpg)`,
+        { input: jpg, cause },
+      );
+    }
+    throw fileError(jpg, "cannot read the images folder", cause);
+  }
+  const present = new Set(files);
+  if (!names.some((name) => present.has(`${name}.jpg`))) {
+    throw new SuperglobalError(
+      "NOT_FOUND",
+      `${jpg}: none of the ${names.length} images to extract is there (<name>.jpg for each name of gnd_${dataset})`,
+      { input: jpg },
+    );
+  }
+}
+
+/**
+ * The checks of a run that need no model, for callers to make before they build one: the ground
+ * truth exists, and unless a descriptor cache is already there (it may hold every descriptor), the
+ * images are there. runRevisitop makes them again, against the cache's contents.
+ */
+export function preflightRevisitop(options: {
+  dataset: Dataset;
+  dataDir: string;
+  cacheDir?: string;
+}): void {
+  const dataset = assertOneOf("dataset", options.dataset, DATASETS);
+  const gt = readGroundTruth(findGroundTruth(options.dataDir, dataset));
+  const cacheDir = options.cacheDir ?? join(options.dataDir, dataset, "superglobal-cache");
+  if (!existsSync(cacheDir))
+    checkDatasetImages(options.dataDir, dataset, [...gt.qimlist, ...gt.imlist]);
 }
 
 /** The ground-truth file of `dataset` under `dataDir` (revisitop layout), or a NOT_FOUND error. */
@@ -126,46 +197,14 @@ export function findGroundTruth(dataDir: string, dataset: Dataset): string {
   );
 }
 
-function distractorRows(path: string): number {
+function distractorRows(path: string, dim: number): number {
   const { shape } = npyInfo(path);
-  if (shape.length !== 2 || shape[1] !== DESCRIPTOR_DIM) {
+  if (shape.length !== 2 || shape[1] !== dim) {
     throw new SuperglobalError(
       "BAD_FILE",
-      `${path}: distractors must be a [n, ${DESCRIPTOR_DIM}] matrix, found (${shape.join(", ")})`,
+      `${path}: distractors must be a [n, ${dim}] matrix (the model's dimension), found (${shape.join(", ")})`,
       { input: path },
     );
   }
   return shape[0]!;
-}
-
-/** Extracts every query (cropped) and database image not yet in the store; failures are listed. */
-async function extractAll(
-  options: RevisitopRunOptions,
-  root: string,
-  gt: GroundTruth,
-  store: DescriptorStore,
-  failures: string[],
-): Promise<void> {
-  const jobs = [
-    ...gt.qimlist.map((name, i) => ({ key: `query/${name}`, name, bbox: gt.gnd[i]!.bbx })),
-    ...gt.imlist.map((name) => ({ key: `db/${name}`, name, bbox: undefined })),
-  ];
-  let done = 0;
-  for (const job of jobs) {
-    if (!store.has(job.key)) {
-      const path = join(root, "jpg", `${job.name}.jpg`);
-      try {
-        const d = await options.extractor.extract(
-          path,
-          job.bbox === undefined ? {} : { bbox: job.bbox },
-        );
-        store.add(job.key, d);
-      } catch (error) {
-        if (!(error instanceof SuperglobalError)) throw error;
-        failures.push(error.message.includes(path) ? error.message : `${path}: ${error.message}`);
-      }
-    }
-    done += 1;
-    options.onProgress?.(done, jobs.length, job.name);
-  }
 }

@@ -5,64 +5,55 @@
  */
 import { writeFile } from "node:fs/promises";
 import type { Command } from "commander";
+import { detectDepth } from "../../backbone/cvnet/cvnet-network.ts";
 import { loadCheckpoint } from "../../checkpoint/load.ts";
 import { buildModel } from "../../descriptor/model.ts";
-import type { Depth } from "../../descriptor/options.ts";
-import { SuperglobalError } from "../../errors.ts";
-import { choiceOption } from "../options.ts";
+import { resolveOptions } from "../../descriptor/options.ts";
+import { fileError } from "../../errors.ts";
+import { assertWritable } from "../../io/writable.ts";
+import { addModelOptions, type ModelFlags, modelOptionsFrom } from "../options.ts";
 
-interface BuildModelFlags {
+interface BuildModelFlags extends ModelFlags {
   checkpoint: string;
-  depth: Depth;
-  gemp: boolean;
-  rgem: boolean;
-  relup: boolean;
   out: string;
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command("build-model")
-    .description("build the descriptor model from a CVNet checkpoint into one .onnx file")
-    .requiredOption("--checkpoint <file>", "CVNet checkpoint (CVPR2022_CVNet_R50.pyth or R101)")
-    .option(
-      "--depth <n>",
-      "ResNet depth of the checkpoint: 50 or 101",
-      choiceOption("--depth", [50, 101] as const),
-      50,
-    )
-    .option("--no-gemp", "GeM+ off: CVNet's GeM with the checkpoint's learned p")
-    .option("--no-rgem", "Regional-GeM off")
-    .option("--no-relup", "ReLU+ off in the backbone")
+    .description("build the descriptor model from a CVNet checkpoint into one .onnx file");
+  addModelOptions(command, { build: true });
+  command
     .requiredOption("--out <file>", "output .onnx")
-    .action(async (flags: BuildModelFlags) => {
-      await runBuildModel(flags);
+    .action(async (flags: BuildModelFlags, command: Command) => {
+      assertWritable(flags.out);
+      await runBuildModel(flags, modelOptionsFrom(flags, command));
     });
 }
 
-export async function runBuildModel(flags: BuildModelFlags): Promise<void> {
+export async function runBuildModel(
+  flags: BuildModelFlags,
+  given: ReturnType<typeof modelOptionsFrom>,
+): Promise<void> {
   const start = performance.now();
+  // The library's defaults for what the command line left out; the depth, unless given, is the
+  // checkpoint's.
+  const o = resolveOptions(given);
+  const sd = loadCheckpoint(flags.checkpoint);
+  const depth = o.depth ?? detectDepth(sd, flags.checkpoint);
   const model = buildModel(
-    loadCheckpoint(flags.checkpoint),
-    {
-      depth: flags.depth,
-      relup: flags.relup,
-      head: { rgem: flags.rgem, gemp: flags.gemp },
-    },
+    sd,
+    { depth, relup: o.relup, head: { rgem: o.rgem, gemp: o.gemp } },
     flags.checkpoint,
   );
   try {
     await writeFile(flags.out, model);
   } catch (cause) {
-    throw new SuperglobalError(
-      "BAD_FILE",
-      `${flags.out}: cannot write the model (${(cause as Error).message})`,
-      { input: flags.out, cause },
-    );
+    throw fileError(flags.out, "cannot write the model", cause);
   }
   const seconds = ((performance.now() - start) / 1000).toFixed(1);
   process.stderr.write(
-    `superglobal: wrote ${flags.out} (R${flags.depth}, relup ${flags.relup}, rgem ${flags.rgem}, ` +
-      `gemp ${flags.gemp}; ${(model.byteLength / 1e6).toFixed(1)} MB) in ${seconds} s\n`,
+    `superglobal: wrote ${flags.out} (R${depth}, relup ${o.relup}, rgem ${o.rgem}, ` +
+      `gemp ${o.gemp}; ${(model.byteLength / 1e6).toFixed(1)} MB) in ${seconds} s\n`,
   );
 }

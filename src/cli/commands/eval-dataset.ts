@@ -3,8 +3,8 @@
  * protocol from images, printing the paper's table row (E/M/H mAP, without and with reranking).
  */
 import { Extractor } from "../../descriptor/extractor.ts";
-import type { Depth } from "../../descriptor/options.ts";
-import { type Dataset, findGroundTruth, runRevisitop } from "../../eval/protocol.ts";
+import type { ExtractorOptions } from "../../descriptor/options.ts";
+import { type Dataset, preflightRevisitop, runRevisitop } from "../../eval/protocol.ts";
 import { formatPercent, revisitopJson } from "../../eval/report.ts";
 import { PROTOCOLS, type Protocol, type ProtocolResult } from "../../eval/revisitop-map.ts";
 import { progress } from "../progress.ts";
@@ -12,12 +12,10 @@ import { progress } from "../progress.ts";
 export interface EvalDatasetOptions {
   dataset: Dataset;
   dataDir: string;
-  checkpoint?: string;
-  model?: string;
-  depth: Depth;
+  /** The model group's options (see `modelOptionsFrom`), threads included. */
+  extractor: ExtractorOptions;
   distractors?: string[];
   cacheDir?: string;
-  threads?: number;
   json?: boolean;
 }
 
@@ -25,14 +23,16 @@ export async function runEvalDataset(
   opts: EvalDatasetOptions,
   write: (text: string) => void = (text) => process.stdout.write(text),
 ): Promise<void> {
-  findGroundTruth(opts.dataDir, opts.dataset); // fail before the model is built
-  const extractor = await Extractor.create({
-    // A saved model records its depth; the flag only describes a checkpoint.
-    ...(opts.checkpoint === undefined ? {} : { checkpoint: opts.checkpoint, depth: opts.depth }),
-    ...(opts.model === undefined ? {} : { model: opts.model }),
-    ...(opts.threads === undefined ? {} : { threads: opts.threads }),
+  // Fail before the model is built: no ground truth, no images.
+  preflightRevisitop({
+    dataset: opts.dataset,
+    dataDir: opts.dataDir,
+    ...(opts.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
   });
+  const extractor = await Extractor.create(opts.extractor);
+  const threads = opts.extractor.threads;
   let bar: ReturnType<typeof progress> | undefined;
+  const warnings: string[] = [];
   try {
     const result = await runRevisitop({
       dataset: opts.dataset,
@@ -40,14 +40,16 @@ export async function runEvalDataset(
       extractor,
       ...(opts.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
       ...(opts.distractors === undefined ? {} : { distractors: opts.distractors }),
-      ...(opts.threads === undefined ? {} : { threads: opts.threads }),
+      ...(threads === undefined ? {} : { threads }),
       onProgress: (_done, total, name) => {
         bar ??= progress(`descriptors ${opts.dataset}`, total);
         bar.tick(name);
       },
+      onWarning: (message) => warnings.push(message),
     });
     bar?.stop();
     bar = undefined;
+    for (const w of warnings) process.stderr.write(`superglobal: warning: ${w}\n`);
     for (const f of result.failures) process.stderr.write(`superglobal: failed ${f}\n`);
     if (result.failures.length > 0) {
       process.stderr.write(

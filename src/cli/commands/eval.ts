@@ -4,17 +4,30 @@
  */
 import type { Command } from "commander";
 import { SuperglobalError } from "../../errors.ts";
-import { DATASETS } from "../../eval/protocol.ts";
-import { choiceOption, intOption } from "../options.ts";
-import { type EvalDatasetOptions, runEvalDataset } from "./eval-dataset.ts";
+import { DATASETS, type Dataset } from "../../eval/protocol.ts";
+import {
+  addModelOptions,
+  addThreadsOption,
+  choiceOption,
+  type ModelFlags,
+  modelOptionsFrom,
+} from "../options.ts";
+import { runEvalDataset } from "./eval-dataset.ts";
 import { runEvalRanks } from "./eval-ranks.ts";
 
-/** Both forms' flags: the dataset form's options (required ones optional here) plus --gnd/--ranks. */
-type EvalFlags = Partial<Pick<EvalDatasetOptions, "dataset" | "dataDir">> &
-  Omit<EvalDatasetOptions, "dataset" | "dataDir"> & { gnd?: string; ranks?: string };
+/** Both forms' flags. */
+interface EvalFlags extends ModelFlags {
+  gnd?: string;
+  ranks?: string;
+  dataset?: Dataset;
+  dataDir?: string;
+  distractors?: string[];
+  cacheDir?: string;
+  json?: boolean;
+}
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command("eval")
     .description(
       "Revisited Oxford/Paris evaluation (revisitop protocol): mAP and mP@1/5/10 for Easy, Medium and Hard",
@@ -29,36 +42,26 @@ export function register(program: Command): void {
     .option(
       "--data-dir <dir>",
       "revisitop folder holding <dataset>/jpg/ and <dataset>/gnd_<dataset>.pkl",
-    )
-    .option("--checkpoint <file>", "CVNet checkpoint, with --dataset")
-    .option("--model <file>", "a model saved with `superglobal build-model`, with --dataset")
-    .option(
-      "--depth <n>",
-      "ResNet depth of the checkpoint: 50 or 101",
-      choiceOption("--depth", [50, 101] as const),
-      50,
-    )
+    );
+  // With --dataset: the model that makes the descriptors, as `extract` takes it.
+  addModelOptions(command);
+  addThreadsOption(command);
+  command
     .option("--distractors <files...>", "extra distractor descriptors, .npy [n, 2048] each (+1M)")
     .option(
       "--cache-dir <dir>",
       "descriptor cache (default <data-dir>/<dataset>/superglobal-cache)",
     )
-    .option(
-      "--threads <n>",
-      "onnxruntime threads (default: all cores)",
-      intOption("--threads", 1, 1024),
-    )
     .option("--json", "print unrounded fractions as JSON instead of the table")
-    .action(async (flags: EvalFlags) => {
+    .action(async (flags: EvalFlags, command: Command) => {
       if (flags.dataset !== undefined) {
         if (flags.dataDir === undefined) throw usage("--data-dir <dir> is required with --dataset");
-        if ((flags.checkpoint === undefined) === (flags.model === undefined)) {
-          throw usage("give exactly one of --checkpoint or --model with --dataset");
-        }
         await runEvalDataset({
-          ...flags,
           dataset: flags.dataset,
           dataDir: flags.dataDir,
+          extractor: modelOptionsFrom(flags, command),
+          ...(flags.distractors === undefined ? {} : { distractors: flags.distractors }),
+          ...(flags.cacheDir === undefined ? {} : { cacheDir: flags.cacheDir }),
           json: flags.json === true,
         });
         return;

@@ -1,12 +1,14 @@
 /**
  * `superglobal rerank`: SuperGlobal reranking (MDescAug + RerankwMDA) of initial rankings,
  * written as int32 [nq, k]: per query the reranked top M, then the rest in its original order.
+ * Candidates whose database rows are not finite (a failed image's NaN row) are dropped, with a
+ * note. The checks of the inputs are the library's; the matrices carry their file names into them.
  */
 import type { Command } from "commander";
-import { invalidArgument, SuperglobalError } from "../../errors.ts";
 import { readMatrixF32, readMatrixI32, writeNpy } from "../../io/npy.ts";
+import { assertWritable } from "../../io/writable.ts";
 import { SuperGlobalReranker } from "../../rerank/superglobal-rerank.ts";
-import { floatOption, intOption } from "../options.ts";
+import { addThreadsOption, floatOption, intOption } from "../options.ts";
 
 interface RerankFlags {
   db: string;
@@ -20,7 +22,7 @@ interface RerankFlags {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command("rerank")
     .description("SuperGlobal reranking of initial ranks: int32 [nq, k], reranked head then tail")
     .requiredOption("--db <file>", "database descriptors, float32/float64 .npy [N, D]")
@@ -31,12 +33,9 @@ export function register(program: Command): void {
     )
     .option("--M <n>", "size of the reranked head", intOption("--M", 1), 400)
     .option("--K <n>", "neighbours besides the item itself", intOption("--K", 0), 9)
-    .option("--beta <x>", "neighbour weight factor", floatOption("--beta", 0), 0.15)
-    .option(
-      "--threads <n>",
-      "onnxruntime threads (default: all cores)",
-      intOption("--threads", 1, 1024),
-    )
+    .option("--beta <x>", "neighbour weight factor", floatOption("--beta", 0), 0.15);
+  addThreadsOption(command);
+  command
     .requiredOption("--out <file>", "output int32 .npy [nq, k]")
     .action(async (flags: RerankFlags) => {
       await runRerank(flags);
@@ -44,33 +43,10 @@ export function register(program: Command): void {
 }
 
 export async function runRerank(flags: RerankFlags): Promise<void> {
-  const db = readMatrixF32(flags.db);
-  const queries = readMatrixF32(flags.queries);
-  const ranks = readMatrixI32(flags.ranks);
-  if (queries.cols !== db.cols) {
-    throw new SuperglobalError(
-      "INVALID_ARGUMENT",
-      `${flags.queries}: queries have ${queries.cols} dimensions but the database ${flags.db} has ${db.cols}`,
-      { input: flags.queries },
-    );
-  }
-  if (ranks.rows !== queries.rows || ranks.cols > db.rows) {
-    throw new SuperglobalError(
-      "INVALID_ARGUMENT",
-      `${flags.ranks}: ranks have shape (${ranks.rows}, ${ranks.cols}) but ${flags.queries} has ${queries.rows} queries and ${flags.db} has ${db.rows} rows (expected (${queries.rows}, k ≤ ${db.rows}))`,
-      { input: flags.ranks },
-    );
-  }
-  for (let i = 0; i < ranks.data.length; i++) {
-    const id = ranks.data[i]!;
-    if (id < 0 || id >= db.rows) {
-      invalidArgument(
-        `${flags.ranks} at [${Math.floor(i / ranks.cols)}, ${i % ranks.cols}]`,
-        `a row id of ${flags.db} in [0, ${db.rows})`,
-        id,
-      );
-    }
-  }
+  assertWritable(flags.out);
+  const db = { ...readMatrixF32(flags.db), name: flags.db };
+  const queries = { ...readMatrixF32(flags.queries), name: flags.queries };
+  const ranks = { ...readMatrixI32(flags.ranks), name: flags.ranks };
   const reranker = await SuperGlobalReranker.create({
     M: flags.M,
     K: flags.K,
@@ -79,6 +55,13 @@ export async function runRerank(flags: RerankFlags): Promise<void> {
   });
   try {
     const result = await reranker.rerankRanks(db, queries, ranks);
+    if (result.dropped.length > 0) {
+      const rows = [...result.dropped.subarray(0, 10)].join(", ");
+      const more = result.dropped.length > 10 ? ", …" : "";
+      process.stderr.write(
+        `superglobal: dropped ${result.dropped.length} candidate row(s) of ${flags.db} that are not finite (row${result.dropped.length > 1 ? "s" : ""} ${rows}${more}): images that failed to extract; the output has ${result.cols} columns\n`,
+      );
+    }
     writeNpy(flags.out, result.ranks, [result.rows, result.cols]);
   } finally {
     await reranker.release();

@@ -1,13 +1,15 @@
 /**
  * `superglobal search`: exact inner-product search of query descriptors in a database of
  * descriptors, written as int32 ranks [nq, k] (query-major, best first; equal scores: lower id
- * first) and optionally their float32 scores.
+ * first) and optionally their float32 scores. Database rows that are not finite (a failed image's
+ * NaN row) are skipped, and the command says how many.
  */
 import type { Command } from "commander";
 import { SuperglobalError } from "../../errors.ts";
 import { readMatrixF32, writeNpy } from "../../io/npy.ts";
+import { assertWritable } from "../../io/writable.ts";
 import { ExactSearch } from "../../search/exact-search.ts";
-import { intOption } from "../options.ts";
+import { addThreadsOption, intOption } from "../options.ts";
 
 interface SearchFlags {
   db: string;
@@ -20,7 +22,7 @@ interface SearchFlags {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command("search")
     .description("exact search by dot product: int32 ranks [nq, k] of database rows per query")
     .requiredOption("--db <file>", "database descriptors, float32/float64 .npy [N, D]")
@@ -31,12 +33,9 @@ export function register(program: Command): void {
       intOption("--top", 1),
     )
     .requiredOption("--out <file>", "output int32 .npy [nq, k] of database row ids")
-    .option("--scores <file>", "also write the float32 scores [nq, k]")
-    .option(
-      "--threads <n>",
-      "onnxruntime threads (default: all cores)",
-      intOption("--threads", 1, 1024),
-    )
+    .option("--scores <file>", "also write the float32 scores [nq, k]");
+  addThreadsOption(command);
+  command
     .option(
       "--chunk-rows <n>",
       "database rows per block (default 65536)",
@@ -48,15 +47,11 @@ export function register(program: Command): void {
 }
 
 export async function runSearch(flags: SearchFlags): Promise<void> {
-  const db = readMatrixF32(flags.db);
-  const queries = readMatrixF32(flags.queries);
-  if (queries.cols !== db.cols) {
-    throw new SuperglobalError(
-      "INVALID_ARGUMENT",
-      `${flags.queries}: queries have ${queries.cols} dimensions but the database ${flags.db} has ${db.cols}`,
-      { input: flags.queries },
-    );
-  }
+  assertWritable(flags.out);
+  if (flags.scores !== undefined) assertWritable(flags.scores);
+  // Named after their files: the library's errors then name the files.
+  const db = { ...readMatrixF32(flags.db), name: flags.db };
+  const queries = { ...readMatrixF32(flags.queries), name: flags.queries };
   if (db.rows === 0) {
     throw new SuperglobalError("INVALID_ARGUMENT", `${flags.db}: the database has no rows`, {
       input: flags.db,
@@ -68,6 +63,18 @@ export async function runSearch(flags: SearchFlags): Promise<void> {
   });
   try {
     const result = await search.search(db, queries, flags.top ?? db.rows);
+    if (result.skipped === db.rows) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        `${flags.db}: none of its ${db.rows} rows is finite (NaN or infinite values: images that failed to extract?)`,
+        { input: flags.db },
+      );
+    }
+    if (result.skipped > 0) {
+      process.stderr.write(
+        `superglobal: skipped ${result.skipped} of the ${db.rows} rows of ${flags.db}: not finite (NaN or infinite values: images that failed to extract); they are never results\n`,
+      );
+    }
     writeNpy(flags.out, result.ids, [queries.rows, result.k]);
     if (flags.scores !== undefined) writeNpy(flags.scores, result.scores, [queries.rows, result.k]);
   } finally {
