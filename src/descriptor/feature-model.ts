@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { INPUT_CONVENTIONS } from "../backbone/network.ts";
 import { type FeatureSpec, onnxFeatureNetwork } from "../backbone/onnx-feature-network.ts";
-import { invalidArgument, SuperglobalError } from "../errors.ts";
+import { fileError, invalidArgument } from "../errors.ts";
 import type { HeadOptions, HeadWeights } from "../pooling/head-graph.ts";
 import { assembleModel } from "./model.ts";
 import { MODELS } from "./registry.ts";
@@ -48,12 +48,7 @@ export async function featureModel(
   try {
     bytes = await readFile(path);
   } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    throw new SuperglobalError(
-      code === "ENOENT" ? "NOT_FOUND" : "BAD_FILE",
-      `${path}: cannot read the model (${(cause as Error).message})`,
-      { input: path, cause },
-    );
+    throw fileError(path, "cannot read the model", cause);
   }
   const fileSha = createHash("sha256").update(bytes).digest("hex");
   const network = await onnxFeatureNetwork(bytes, spec, {

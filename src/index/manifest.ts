@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { badFile, SuperglobalError } from "../errors.ts";
+import { badFile, fileError, SuperglobalError } from "../errors.ts";
 import { replaceFileAtomically } from "./durable-io.ts";
 
 export const FORMAT = "superglobal-index";
@@ -50,7 +50,7 @@ export function readManifest(dir: string): Manifest {
         },
       );
     }
-    throw error;
+    throw fileError(path, "cannot read", error);
   }
   let m: Manifest;
   try {
