@@ -166,6 +166,44 @@ test("index: float16 storage halves the vector file and widens on load", () => {
   r.close();
 });
 
+test("index: vectors load and compact in bounded chunks (float32 and float16)", () => {
+  const chunk = io.chunkBytes;
+  io.chunkBytes = 3 * DIM * 4 + 5; // 3 float32 rows, 6 float16 rows per chunk
+  try {
+    for (const dtype of ["float32", "float16"] as const) {
+      const dir = join(tempDir(), `${dtype}.sgi`);
+      const s = IndexStore.create(dir, { model: MODEL, dim: DIM, dtype });
+      for (let i = 0; i < 23; i++) s.put(entry(`/k/${i}.jpg`), descriptorFor(`/k/${i}.jpg`, DIM));
+      s.commit();
+      const want = (store: IndexStore) =>
+        store.allPaths().map((p) => {
+          const v = descriptorFor(p, DIM);
+          if (dtype === "float16") widenHalf(Uint16Array.from(v, toHalfBits), v);
+          return bytesOf(v).toString("hex");
+        });
+      const rows = (store: IndexStore) => {
+        const m = store.matrix();
+        return store
+          .allPaths()
+          .map((_, r) => bytesOf(m.data.subarray(r * DIM, (r + 1) * DIM)).toString("hex"));
+      };
+      s.remove(["/k/4.jpg", "/k/5.jpg", "/k/13.jpg", "/k/22.jpg"]);
+      s.close();
+      const r = IndexStore.open(dir);
+      assert.deepEqual(rows(r), want(r)); // runs of live rows around the dead ones
+      r.compact();
+      assert.deepEqual(rows(r), want(r));
+      r.close();
+      const again = IndexStore.open(dir, { readOnly: true });
+      assert.equal(again.size, 19);
+      assert.deepEqual(rows(again), want(again));
+      again.close();
+    }
+  } finally {
+    io.chunkBytes = chunk;
+  }
+});
+
 test("index: status says unchanged, changed or new; a changed entry is replaced", () => {
   const dir = join(tempDir(), "s.sgi");
   const s = IndexStore.create(dir, { model: MODEL, dim: DIM });

@@ -15,8 +15,12 @@ import {
 import { dirname } from "node:path";
 import { SuperglobalError } from "../errors.ts";
 
-/** The system calls behind every write; a test may swap them to simulate a full disk. */
+/**
+ * The system calls behind every write (a test may swap them to simulate a full disk), and the
+ * bytes per read or copy when loading or compacting vectors (a test may shrink it).
+ */
 export const io = {
+  chunkBytes: 64 << 20,
   write: (fd: number, bytes: Uint8Array, offset: number, length: number, position: number) =>
     writeSync(fd, bytes, offset, length, position),
   datasync: (fd: number) => fdatasyncSync(fd),

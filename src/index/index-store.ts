@@ -146,8 +146,6 @@ type PendingOp =
   | { type: "failed"; entry: FailedEntry }
   | { type: "remove"; path: string };
 
-/** Bytes per read or copy when loading or compacting vectors. */
-const CHUNK_BYTES = 64 << 20;
 /** Dead-row share above which `compactIfNeeded()` compacts. */
 export const DEFAULT_MAX_DEAD_FRACTION = 0.25;
 const OWN_FILE =
@@ -828,14 +826,22 @@ export class IndexStore {
   private readRows(diskRow: number, count: number, out: Float32Array, row: number): void {
     const file = join(this.dir, vectorsName(this.manifest, this.manifest.generation));
     const d = this.dim;
+    // In bounded chunks: a byte view of a whole 1M × 2048 matrix would exceed a typed array's length limit.
+    const chunkRows = Math.max(1, Math.floor(io.chunkBytes / this.rowBytes));
     if (this.dtype === "float32") {
-      const into = new Uint8Array(out.buffer, out.byteOffset + row * d * 4, count * d * 4);
-      if (readFully(this.vectorFd, into, diskRow * this.rowBytes) !== into.length) {
-        throw badFile(file, "ends before its committed rows");
+      for (let done = 0; done < count; done += chunkRows) {
+        const rows = Math.min(chunkRows, count - done);
+        const into = new Uint8Array(
+          out.buffer,
+          out.byteOffset + (row + done) * d * 4,
+          rows * d * 4,
+        );
+        if (readFully(this.vectorFd, into, (diskRow + done) * this.rowBytes) !== into.length) {
+          throw badFile(file, "ends before its committed rows");
+        }
       }
       return;
     }
-    const chunkRows = Math.max(1, Math.floor(CHUNK_BYTES / this.rowBytes));
     const scratch = new Uint16Array(Math.min(count, chunkRows) * d);
     for (let done = 0; done < count; done += chunkRows) {
       const rows = Math.min(chunkRows, count - done);
@@ -850,7 +856,7 @@ export class IndexStore {
   /** Copies the live rows, in row order, from the vector file to `fd` (compaction). */
   private copyLiveRows(fd: number): void {
     const rb = this.rowBytes;
-    const chunkRows = Math.max(1, Math.floor(CHUNK_BYTES / rb));
+    const chunkRows = Math.max(1, Math.floor(io.chunkBytes / rb));
     const n = this.paths.length;
     const buffer = Buffer.allocUnsafe(Math.min(n, chunkRows) * rb);
     const file = join(this.dir, vectorsName(this.manifest, this.manifest.generation));
@@ -942,7 +948,7 @@ export class IndexStore {
     this.pending = [];
     this.pendingPaths.clear();
     this.pendingRows = 0;
-    if (this.pendingVectors.length > CHUNK_BYTES) this.pendingVectors = new Uint8Array(0);
+    if (this.pendingVectors.length > io.chunkBytes) this.pendingVectors = new Uint8Array(0);
   }
 
   private checkOpen(): void {
