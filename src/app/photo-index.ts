@@ -16,12 +16,24 @@ import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { Float32Matrix } from "../core/matrix.ts";
+import {
+  type DescriptorCache,
+  extractMany,
+  type StagedExtractor,
+} from "../descriptor/extract-many.ts";
 import { Extractor } from "../descriptor/extractor.ts";
 import type { ExtractorOptions } from "../descriptor/options.ts";
-import { assertInteger, assertOneOf, invalidArgument, SuperglobalError } from "../errors.ts";
-import type { Box } from "../image/crop.ts";
 import {
-  type FailedEntry,
+  assertInteger,
+  assertOneOf,
+  fileError,
+  invalidArgument,
+  SuperglobalError,
+} from "../errors.ts";
+import type { Box } from "../image/crop.ts";
+import type { ImageTensor } from "../image/normalize.ts";
+import {
+  type FileState,
   type IndexInfo,
   IndexStore,
   type VectorDtype,
@@ -174,8 +186,9 @@ export class Index {
   /**
    * Adds images (absolute or relative paths of files): new and changed files are described and
    * committed in batches, unchanged ones skipped, failures recorded with their reason (and
-   * retried only when the file changes). The next image is decoded while the current one runs
-   * in the model. Returns what happened; never throws for a bad image.
+   * retried only when the file changes). The work runs in `extractMany`, which decodes the next
+   * image while the current one is in the model. Returns what happened; never throws for a bad
+   * image.
    */
   async add(paths: readonly string[], options: AddOptions = {}): Promise<AddSummary> {
     const commitEvery = assertInteger("commitEvery", options.commitEvery ?? 32, 1);
@@ -192,7 +205,7 @@ export class Index {
       pending = 0;
       lastCommit = performance.now();
     };
-    const report = (path: string, status: AddEvent["status"], since: number, error?: string) => {
+    const report = (path: string, status: AddEvent["status"], ms: number, error?: string) => {
       done += 1;
       options.onProgress?.({
         done,
@@ -200,61 +213,84 @@ export class Index {
         path,
         status,
         ...(error === undefined ? {} : { error }),
-        ms: performance.now() - since,
+        ms,
         committed,
       });
     };
-    // Prepared one image ahead: reading, hashing and decoding the next file overlap inference.
-    let next = files.length > 0 ? this.prepare(files[0] as string) : undefined;
-    try {
-      for (let i = 0; i < files.length; i++) {
-        options.signal?.throwIfAborted();
-        const since = performance.now();
-        const item = await (next as Promise<Prepared>);
-        next = i + 1 < files.length ? this.prepare(files[i + 1] as string) : undefined;
-        const path = files[i] as string;
-        if (item.kind === "unchanged") {
-          summary.unchanged += 1;
-          report(path, "unchanged", since);
-          continue;
-        }
-        let reason = item.kind === "failed" ? item.reason : undefined;
-        if (item.kind === "ready") {
-          try {
-            const { descriptor } = await this.extractor.fromTensor(item.tensor);
-            if (!descriptor.every(Number.isFinite)) {
-              reason = "the descriptor is not finite (the image gives no usable features)";
-            } else {
-              const entry = { path, size: item.size, mtimeMs: item.mtimeMs, hash: item.hash };
-              this.store.put(entry, descriptor);
-              pending += 1;
-              if (item.status === "changed") summary.updated += 1;
-              else summary.added += 1;
-              if (pending >= commitEvery || performance.now() - lastCommit >= commitMs) commit();
-              report(path, item.status === "changed" ? "updated" : "added", since);
-              continue;
-            }
-          } catch (error) {
-            if (!(error instanceof SuperglobalError)) throw error;
-            reason = error.message;
-          }
-        }
-        const failed: FailedEntry = {
-          path,
-          size: item.size,
-          mtimeMs: item.mtimeMs,
-          hash: item.hash,
-          reason: reason ?? "unknown",
-        };
-        this.store.putFailed(failed);
-        pending += 1;
-        summary.failed.push({ path, reason: failed.reason });
-        report(path, "failed", since, failed.reason);
+    const fail = (path: string, state: FileStat, hash: string | null, reason: string) => {
+      this.store.putFailed({ path, size: state.size, mtimeMs: state.mtimeMs, hash, reason });
+      summary.failed.push({ path, reason });
+      pending += 1;
+      if (pending >= commitEvery || performance.now() - lastCommit >= commitMs) commit();
+    };
+
+    // What changed: unchanged files are done at once; unreadable ones fail without extraction.
+    const todo = new Map<string, FileStat & { status: "new" | "changed"; hash?: string }>();
+    for (const path of files) {
+      const since = performance.now();
+      let state: FileStat;
+      try {
+        const s = await stat(path);
+        state = { size: s.size, mtimeMs: s.mtimeMs };
+        if (!s.isFile()) throw new Error("not a file");
+      } catch (error) {
+        const reason = fileError(path, "cannot read", error).message;
+        fail(path, { size: 0, mtimeMs: 0 }, null, reason);
+        report(path, "failed", performance.now() - since, reason);
+        continue;
       }
+      const status = this.store.status({ path, ...state });
+      if (status === "unchanged") {
+        summary.unchanged += 1;
+        report(path, "unchanged", performance.now() - since);
+      } else {
+        todo.set(path, { ...state, status });
+      }
+    }
+
+    // Each descriptor goes into the store as it is made (the "cache" extractMany fills).
+    const extractor = this.extractor;
+    const staged: StagedExtractor<ImageTensor> = {
+      dim: extractor.dim,
+      extract: (path) => extractor.extract(path),
+      async decode(path) {
+        const bytes = await readFileAsImage(path);
+        const entry = todo.get(path);
+        if (entry !== undefined) entry.hash = createHash("sha256").update(bytes).digest("hex");
+        return extractor.prepare(bytes, { name: path });
+      },
+      infer: async (tensor) => (await extractor.fromTensor(tensor)).descriptor,
+    };
+    const sink: DescriptorCache = {
+      dim: extractor.dim,
+      get: () => undefined,
+      add: (path, descriptor) => {
+        const entry = todo.get(path) as FileStat & { status: string; hash: string };
+        this.store.put(
+          { path, size: entry.size, mtimeMs: entry.mtimeMs, hash: entry.hash },
+          descriptor,
+        );
+        pending += 1;
+        if (entry.status === "changed") summary.updated += 1;
+        else summary.added += 1;
+        if (pending >= commitEvery || performance.now() - lastCommit >= commitMs) commit();
+      },
+    };
+    try {
+      await extractMany([...todo.keys()], staged, {
+        cache: sink,
+        keep: false,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+        onProgress: (e) => {
+          const entry = todo.get(e.path) as FileStat & { status: string; hash?: string };
+          if (!e.ok) fail(e.path, entry, entry.hash ?? null, e.error ?? "unknown");
+          const status = !e.ok ? "failed" : entry.status === "changed" ? "updated" : "added";
+          report(e.path, status, e.ms, e.error);
+        },
+      });
     } finally {
       // Whatever was described before an abort or a bug is kept.
       if (pending > 0) commit();
-      await next?.catch(() => {});
     }
     return summary;
   }
@@ -387,45 +423,7 @@ export class Index {
     }
     return r;
   }
-
-  /** Reads, classifies, hashes and decodes one file; never throws for a bad file. */
-  private async prepare(path: string): Promise<Prepared> {
-    let size = 0;
-    let mtimeMs = 0;
-    try {
-      const s = await stat(path);
-      size = s.size;
-      mtimeMs = s.mtimeMs;
-      if (!s.isFile()) return { kind: "failed", size, mtimeMs, hash: null, reason: "not a file" };
-      const status = this.store.status({ path, size, mtimeMs });
-      if (status === "unchanged") return { kind: "unchanged" };
-      const bytes = await readFile(path);
-      const hash = createHash("sha256").update(bytes).digest("hex");
-      try {
-        const tensor = await this.extractor.prepare(bytes, { name: path });
-        return { kind: "ready", status, size, mtimeMs, hash, tensor };
-      } catch (error) {
-        if (!(error instanceof SuperglobalError)) throw error;
-        return { kind: "failed", size, mtimeMs, hash, reason: error.message };
-      }
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      return { kind: "failed", size, mtimeMs, hash: null, reason: `cannot read: ${reason}` };
-    }
-  }
 }
-
-type Prepared =
-  | { kind: "unchanged" }
-  | { kind: "failed"; size: number; mtimeMs: number; hash: string | null; reason: string }
-  | {
-      kind: "ready";
-      status: "new" | "changed";
-      size: number;
-      mtimeMs: number;
-      hash: string;
-      tensor: Awaited<ReturnType<Extractor["prepare"]>>;
-    };
 
 function gatherRows(db: Float32Matrix, ids: Int32Array): Float32Array {
   const d = db.cols;
@@ -443,4 +441,16 @@ function absoluteSpec(spec: ModelSpec): ModelSpec {
   if (out.model !== undefined && /[/\\]|\.onnx$/i.test(out.model)) out.model = resolve(out.model);
   if (typeof out.whitening === "string") out.whitening = resolve(out.whitening);
   return out;
+}
+
+/** A file's size and modification time, as the store compares them. */
+type FileStat = Omit<FileState, "path">;
+
+/** The bytes of an image file; a read error becomes a SuperglobalError naming the file. */
+async function readFileAsImage(path: string): Promise<Uint8Array> {
+  try {
+    return await readFile(path);
+  } catch (cause) {
+    throw fileError(path, "cannot read the image", cause, "BAD_IMAGE");
+  }
 }

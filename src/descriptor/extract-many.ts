@@ -75,10 +75,15 @@ export interface ExtractManyOptions {
   onWarning?: (message: string) => void;
   /** Checked between images: once aborted, the job stops with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Keep every descriptor for the result (default true). Callers that store each one as it is
+   * made (through `cache`) pass false, so memory stays flat however many images there are.
+   */
+  keep?: boolean;
 }
 
 export interface ExtractManyResult {
-  /** [items, dim] row-major, in input order; failed images' rows hold `fill`. */
+  /** [items, dim] row-major, in input order; failed images' rows hold `fill`; empty with `keep: false`. */
   descriptors: Float32Array;
   /** 0 only when nothing told it: no option, cache or extractor dim, and no image succeeded. */
   dim: number;
@@ -146,7 +151,8 @@ export async function extractMany(
       { input: "dim" },
     );
   }
-  let descriptors = dim === undefined ? undefined : new Float32Array(jobs.length * dim);
+  const keep = options.keep !== false;
+  let descriptors = dim === undefined || !keep ? undefined : new Float32Array(jobs.length * dim);
   const failures: ExtractFailure[] = [];
   let cached = 0;
 
@@ -224,7 +230,7 @@ export async function extractMany(
       }
     }
     if (vector !== undefined) {
-      place(index, vector, job.path);
+      if (keep) place(index, vector, job.path);
       if (!hit) cache?.add(job.key, vector);
     }
     let message: string | undefined;
