@@ -482,6 +482,19 @@ describe("bad requests: a 4xx with a JSON reason, and the server keeps serving",
     await refused(await post(mainUrl, form), 413);
   });
 
+  test("malformed multipart: no boundary, cut short, two images", async () => {
+    await refused(await post(mainUrl, "garbage", "multipart/form-data"), 400, /multipart/);
+    const cut =
+      '--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nabc';
+    await refused(await post(mainUrl, cut, "multipart/form-data; boundary=xyz"), 400, /multipart/);
+    const two = new FormData();
+    two.append("image", new Blob([bytesOf("dog.jpg")], { type: "image/jpeg" }), "a.jpg");
+    two.append("image", new Blob([bytesOf("dog.jpg")], { type: "image/jpeg" }), "b.jpg");
+    const r = await post(mainUrl, two);
+    assert.ok(r.status === 400 || r.status === 413, String(r.status));
+    await refused(r, r.status);
+  });
+
   test("unknown routes and methods", async () => {
     await refused(await fetch(`${mainUrl}/nope`), 404);
     await refused(await fetch(`${mainUrl}/search`), 404);

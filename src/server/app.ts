@@ -105,7 +105,7 @@ export async function createServer(options: ServerOptions): Promise<SearchServer
   const timeoutMs = (options.requestTimeoutS ?? DEFAULTS.requestTimeoutS) * 1000;
 
   const app = Fastify({
-    logger: options.log === true ? { level: "info" } : false,
+    logger: options.log === true ? { level: "info", stream: process.stderr } : false,
     bodyLimit: maxUploadBytes,
     requestTimeout: timeoutMs,
     connectionTimeout: timeoutMs * 2,
@@ -195,17 +195,14 @@ export async function createServer(options: ServerOptions): Promise<SearchServer
       const fields: Record<string, unknown> = { ...(request.query as Record<string, unknown>) };
       let image: Uint8Array | undefined;
       if (request.isMultipart()) {
-        for await (const part of request.parts()) {
-          if (part.type === "file") {
-            if (part.fieldname !== "image" || image !== undefined) {
-              part.file.resume();
-              throw badRequest("send one image, in the multipart field `image`");
-            }
-            image = await part.toBuffer();
-          } else {
-            fields[part.fieldname] = part.value;
+        const form = await readMultipart(request, 1, maxUploadBytes);
+        for (const file of form.files) {
+          if (file.field !== "image") {
+            throw badRequest("send one image, in the multipart field `image`");
           }
+          image = file.bytes;
         }
+        Object.assign(fields, form.fields);
         if (image === undefined && fields["id"] === undefined) {
           throw badRequest("the multipart form has no field `image`", "NO_IMAGE");
         }
@@ -270,13 +267,12 @@ export async function createServer(options: ServerOptions): Promise<SearchServer
     }
     const files: Array<{ name: string; bytes: Uint8Array; type: string }> = [];
     if (request.isMultipart()) {
-      for await (const part of request.parts()) {
-        if (part.type !== "file" || part.fieldname !== "image") {
-          if (part.type === "file") part.file.resume();
-          throw badRequest("send images in multipart fields named `image`, and nothing else");
-        }
-        const bytes = await part.toBuffer();
-        files.push({ name: part.filename || "image", bytes, type: "" });
+      const form = await readMultipart(request, MAX_INDEX_FILES, maxUploadBytes);
+      if (Object.keys(form.fields).length > 0 || form.files.some((f) => f.field !== "image")) {
+        throw badRequest("send images in multipart fields named `image`, and nothing else");
+      }
+      for (const file of form.files) {
+        files.push({ name: file.filename || "image", bytes: file.bytes, type: "" });
       }
     } else if (Buffer.isBuffer(request.body)) {
       files.push({ name: "body", bytes: request.body, type: "" });
@@ -348,6 +344,43 @@ export async function createServer(options: ServerOptions): Promise<SearchServer
       await app.close();
     },
   };
+}
+
+interface Form {
+  files: Array<{ field: string; filename: string; bytes: Buffer }>;
+  fields: Record<string, unknown>;
+}
+
+/**
+ * A multipart body, read whole: at most `maxFiles` files of at most `maxBytes` together (413
+ * beyond either); a malformed body (no boundary, cut short) is a 400, not an error of ours.
+ */
+async function readMultipart(
+  request: FastifyRequest,
+  maxFiles: number,
+  maxBytes: number,
+): Promise<Form> {
+  const form: Form = { files: [], fields: {} };
+  let total = 0;
+  try {
+    for await (const part of request.parts({ limits: { files: maxFiles } })) {
+      if (part.type === "file") {
+        const bytes = await part.toBuffer();
+        total += bytes.byteLength;
+        if (total > maxBytes) {
+          throw new HttpError(413, "TOO_LARGE", `the upload is over ${maxBytes} bytes`);
+        }
+        form.files.push({ field: part.fieldname, filename: part.filename, bytes });
+      } else {
+        form.fields[part.fieldname] = part.value;
+      }
+    }
+  } catch (error) {
+    const status = (error as { statusCode?: unknown }).statusCode;
+    if (error instanceof HttpError || (typeof status === "number" && status < 500)) throw error;
+    throw badRequest(`malformed multipart body: ${(error as Error).message}`, "BAD_MULTIPART");
+  }
+  return form;
 }
 
 function unknownImage(id: number): HttpError {
