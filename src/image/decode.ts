@@ -163,6 +163,18 @@ function badImage(label: string, why: string, cause?: unknown): SuperglobalError
   });
 }
 
+/**
+ * libvips hands back its whole error log, one line per warning and often the same lines twice
+ * ("Corrupt JPEG data: ...\nUnsupported marker ...\nCorrupt JPEG data: ..."): each line once,
+ * on one line, so that a reason fits a summary line.
+ */
 function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  const text = err instanceof Error ? err.message : String(err);
+  const lines = text
+    .split("\n")
+    .map((line) => line.trim().replace(/:$/, ""))
+    .filter((line) => line.length > 0);
+  const kept: string[] = [];
+  for (const line of lines) if (!kept.some((k) => k.includes(line))) kept.push(line);
+  return kept.join("; ");
 }
