@@ -57,6 +57,9 @@ const SYSTEM_REASONS: Record<string, string> = {
   EROFS: "read-only file system",
   EISDIR: "it is a folder, not a file",
   ENOTDIR: "a part of the path is not a folder",
+  ENOSPC: "no space left on the device",
+  EDQUOT: "disk quota exceeded",
+  EIO: "input/output error",
 };
 
 /**

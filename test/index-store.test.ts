@@ -561,7 +561,7 @@ test("index: a write error (disk full) is a clear IO_ERROR and leaves a valid in
       s.put(entry("/n/2.jpg"), descriptorFor("2", DIM));
       assert.throws(
         () => s.commit(),
-        isCode("IO_ERROR", /n\.sgi: could not commit .*no space left on the device \(ENOSPC\)/),
+        isCode("IO_ERROR", /n\.sgi: could not commit .*no space left on the device/),
       );
       assert.equal(s.size, 1);
       assert.deepEqual([...snapshot(dir).rows.keys()], ["/n/0.jpg"]);
@@ -613,10 +613,7 @@ test("index: on a really full file system (tmpfs, as root) commits fail cleanly"
         failure = error;
       }
     }
-    assert.ok(
-      isCode("IO_ERROR", /no space left on the device \(ENOSPC\)/)(failure),
-      String(failure),
-    );
+    assert.ok(isCode("IO_ERROR", /no space left on the device/)(failure), String(failure));
     assert.ok(committed.length > 5);
     assert.equal(s.size, committed.length);
     s.close();

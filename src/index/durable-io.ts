@@ -13,7 +13,7 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname } from "node:path";
-import { SuperglobalError } from "../errors.ts";
+import { fileError, SuperglobalError } from "../errors.ts";
 
 /**
  * The system calls behind every write (a test may swap them to simulate a full disk), and the
@@ -75,21 +75,8 @@ export function replaceFileAtomically(path: string, data: Uint8Array): void {
   syncDir(dirname(path));
 }
 
-/** An IO_ERROR naming the file, what we were doing and the system's code. */
+/** The uniform error (fileError: IO_ERROR for ENOSPC, EIO, EACCES…) naming the file and what we were doing. */
 export function ioError(file: string, doing: string, cause: unknown): SuperglobalError {
   if (cause instanceof SuperglobalError) return cause;
-  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
-  const why =
-    code === "ENOSPC"
-      ? "no space left on the device"
-      : code === "EDQUOT"
-        ? "disk quota exceeded"
-        : cause instanceof Error
-          ? cause.message
-          : String(cause);
-  return new SuperglobalError(
-    "IO_ERROR",
-    `${file}: could not ${doing}: ${why}${code === undefined ? "" : ` (${code})`}`,
-    { input: file, cause },
-  );
+  return fileError(file, `could not ${doing}`, cause);
 }

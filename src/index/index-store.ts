@@ -667,7 +667,13 @@ export class IndexStore {
   /** Everything `superglobal info` shows. */
   info(): IndexInfo {
     let bytes = 0;
-    for (const name of readdirSync(this.dir)) {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir);
+    } catch (error) {
+      throw ioError(this.dir, "list the index folder", error);
+    }
+    for (const name of names) {
       try {
         bytes += statSync(join(this.dir, name)).size;
       } catch {
@@ -880,11 +886,21 @@ export class IndexStore {
 
   private switchGeneration(next: Manifest, journalBytes: number, removeOld: boolean): void {
     const old = this.manifest;
+    let vectorFd: number | undefined;
+    let journalFd: number;
+    try {
+      vectorFd = openSync(join(this.dir, vectorsName(next, next.generation)), "r+");
+      journalFd = openSync(join(this.dir, journalName(next.generation)), "r+");
+    } catch (error) {
+      if (vectorFd !== undefined) closeSync(vectorFd);
+      this.broken = "the compacted index could not be opened";
+      throw ioError(this.dir, "open the compacted index", error);
+    }
     closeSync(this.vectorFd);
     closeSync(this.journalFd!);
     this.manifest = next;
-    this.vectorFd = openSync(join(this.dir, vectorsName(next, next.generation)), "r+");
-    this.journalFd = openSync(join(this.dir, journalName(next.generation)), "r+");
+    this.vectorFd = vectorFd;
+    this.journalFd = journalFd;
     for (let i = 0; i < this.diskRows.length; i++) this.diskRows[i] = i;
     this.diskRowCount = this.paths.length;
     this.journalEnd = journalBytes;

@@ -13,7 +13,7 @@ import { randomBytes } from "node:crypto";
 import { linkSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { SuperglobalError } from "../errors.ts";
+import { fileError, SuperglobalError } from "../errors.ts";
 
 interface Holder {
   pid: number;
@@ -37,6 +37,15 @@ export class WriterLock {
 
   /** Takes the lock of index folder `dir`, or throws BUSY naming the live holder. */
   static acquire(dir: string): WriterLock {
+    try {
+      return WriterLock.tryAcquire(dir);
+    } catch (error) {
+      if (error instanceof SuperglobalError) throw error;
+      throw fileError(dir, "could not take the index's writer lock", error);
+    }
+  }
+
+  private static tryAcquire(dir: string): WriterLock {
     const path = join(dir, "LOCK");
     const me = self();
     const mine = join(dir, `LOCK.${process.pid}.${me.token}`);
