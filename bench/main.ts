@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void
   extract: () => import("./extract.ts"),
   rerank: () => import("./rerank.ts"),
   search: () => import("./search.ts"),
+  serve: () => import("./serve.ts"),
 };
 
 const [name, ...args] = process.argv.slice(2);
