@@ -420,7 +420,16 @@ test("bad inputs are named, and the extractor still works after them", sharedOnl
 test("options are validated at the boundary", async () => {
   const invalid = (name: string) => (e: unknown) =>
     e instanceof SuperglobalError && e.code === "INVALID_ARGUMENT" && e.input === name;
-  await assert.rejects(Extractor.create({}), invalid("options"));
+  // No model and no checkpoint is the default model: its CVNet-only options are refused.
+  await assert.rejects(Extractor.create({ depth: 50 }), invalid("depth"));
+  await assert.rejects(
+    Extractor.create({ whitening: 3 as unknown as string }),
+    invalid("whitening"),
+  );
+  await assert.rejects(
+    Extractor.create({ checkpoint: "a.pyth", whitening: null }),
+    invalid("whitening"),
+  );
   await assert.rejects(
     Extractor.create({ checkpoint: "a.pyth", model: "b.onnx" }),
     invalid("options"),

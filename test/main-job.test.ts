@@ -32,7 +32,7 @@ const SOURCES = [
   "opencv-pairs/graf1.jpg",
   "opencv-pairs/box.jpg",
   "plasma/Kite.jpg",
-  "lomiri/warty-final-ubuntu.jpg",
+  "lomiri/Bridge_by_Sander_Klootwijk.jpg",
 ];
 
 function cli(...args: string[]) {

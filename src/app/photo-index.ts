@@ -259,7 +259,7 @@ export class Index {
         if (entry !== undefined) entry.hash = createHash("sha256").update(bytes).digest("hex");
         return extractor.prepare(bytes, { name: path });
       },
-      infer: async (tensor) => (await extractor.fromTensor(tensor)).descriptor,
+      infer: (tensor) => extractor.infer(tensor),
     };
     const sink: DescriptorCache = {
       dim: extractor.dim,

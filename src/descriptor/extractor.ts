@@ -223,6 +223,16 @@ export class Extractor {
     await this.model.release();
   }
 
+  /** `prepare` under the name batch jobs look for (extractMany's decode step). */
+  decode(image: string | Uint8Array, input: ExtractInput = {}): Promise<ImageTensor> {
+    return this.prepare(image, input);
+  }
+
+  /** The descriptor of a prepared tensor (extractMany's inference step). */
+  async infer(tensor: ImageTensor): Promise<Float32Array> {
+    return (await this.describe(tensor, false)).descriptor;
+  }
+
   /**
    * The model's input tensor of an image (decode, crop, normalise): the first half of `extract`.
    * Batch jobs call it for the next image while `fromTensor` runs the current one.

@@ -10,7 +10,7 @@ import type { Depth } from "../backbone/cvnet/resnet-graph.ts";
 import { IMAGE_INPUT, type NetworkGraph } from "../backbone/network.ts";
 import type { StateDict } from "../checkpoint/state-dict.ts";
 import { hashWeights } from "../core/hash.ts";
-import { assertInteger, invalidArgument, SuperglobalError } from "../errors.ts";
+import { assertInteger, fileError, invalidArgument, SuperglobalError } from "../errors.ts";
 import {
   appendDescriptorHead,
   type HeadOptions,
@@ -166,12 +166,7 @@ export class DescriptorModel {
     try {
       model = await readFile(path);
     } catch (cause) {
-      const code = (cause as NodeJS.ErrnoException).code;
-      throw new SuperglobalError(
-        code === "ENOENT" ? "NOT_FOUND" : "BAD_FILE",
-        `${path}: cannot read the model (${(cause as Error).message})`,
-        { input: path, cause },
-      );
+      throw fileError(path, "cannot read the model", cause);
     }
     return DescriptorModel.fromBytes(model, path, threads);
   }
