@@ -4,6 +4,7 @@
  */
 const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
   extract: () => import("./extract.ts"),
+  index: () => import("./index-open.ts"),
   rerank: () => import("./rerank.ts"),
   search: () => import("./search.ts"),
   serve: () => import("./serve.ts"),
