@@ -2,6 +2,20 @@
  * The superglobal library: what `import … from "superglobal"` gives, in pipeline order.
  */
 
+export {
+  type AddEvent,
+  type AddOptions,
+  type AddSummary,
+  Index,
+  type IndexOpenOptions,
+  type ModelSpec,
+  RERANK_MODES,
+  type RerankMode,
+  type SearchHit,
+  type SearchOptions,
+  type SearchResult as IndexSearchResult,
+} from "./app/photo-index.ts";
+export { findImages, looksLikeImage, type ScanOptions } from "./app/scan.ts";
 export { loadCheckpoint } from "./checkpoint/load.ts";
 export type { StateDict, Tensor } from "./checkpoint/state-dict.ts";
 export type { Float32Matrix, VectorMatrix, Vectors } from "./core/matrix.ts";
@@ -49,6 +63,13 @@ export {
 } from "./eval/revisitop-map.ts";
 export { type Box, type ClippedBox, clipBox } from "./image/crop.ts";
 export { type BgrImage, decodeImage } from "./image/decode.ts";
+export {
+  type FailedEntry,
+  type IndexEntry,
+  type IndexInfo,
+  IndexStore,
+  type VectorDtype,
+} from "./index/index-store.ts";
 export { DescriptorStore } from "./index/store.ts";
 export {
   type DownloadOptions,
@@ -57,6 +78,8 @@ export {
   download,
 } from "./io/download.ts";
 export { readNpy, writeNpy } from "./io/npy.ts";
+export { AdaptiveReranker, type AdaptiveRerankOptions } from "./rerank/adaptive-rerank.ts";
+export type { Reranker } from "./rerank/reranker.ts";
 export {
   type Candidates,
   type RerankResult,

@@ -9,6 +9,8 @@ import { VERSION } from "../version.ts";
 import { register as registerBuildModel } from "./commands/build-model.ts";
 import { register as registerEval } from "./commands/eval.ts";
 import { register as registerExtract } from "./commands/extract.ts";
+import { register as registerIndex } from "./commands/index.ts";
+import { register as registerInfo } from "./commands/info.ts";
 import { register as registerModels } from "./commands/models.ts";
 import { register as registerRerank } from "./commands/rerank.ts";
 import { register as registerSearch } from "./commands/search.ts";
@@ -22,6 +24,8 @@ const program = new Command()
 
 // Subcommands register here, one line each, in pipeline order.
 const commands: Array<(program: Command) => void> = [
+  registerIndex,
+  registerInfo,
   registerBuildModel,
   registerExtract,
   registerSearch,

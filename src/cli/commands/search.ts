@@ -5,11 +5,14 @@
  * NaN row) are skipped, and the command says how many.
  */
 import type { Command } from "commander";
+import { RERANK_MODES } from "../../app/photo-index.ts";
 import { SuperglobalError } from "../../errors.ts";
 import { readMatrixF32, writeNpy } from "../../io/npy.ts";
 import { assertWritable } from "../../io/writable.ts";
 import { ExactSearch } from "../../search/exact-search.ts";
-import { addThreadsOption, intOption } from "../options.ts";
+import { addIndexModelOptions } from "../index-options.ts";
+import { addThreadsOption, boxOption, choiceOption, intOption } from "../options.ts";
+import { type IndexSearchFlags, runIndexSearch } from "./search-index.ts";
 
 interface SearchFlags {
   db: string;
@@ -24,16 +27,33 @@ interface SearchFlags {
 export function register(program: Command): void {
   const command = program
     .command("search")
-    .description("exact search by dot product: int32 ranks [nq, k] of database rows per query")
-    .requiredOption("--db <file>", "database descriptors, float32/float64 .npy [N, D]")
-    .requiredOption("--queries <file>", "query descriptors, float32/float64 .npy [nq, D]")
+    .description(
+      "search an index with query images (--index), or search descriptor files by dot product (--db, --queries)",
+    )
+    .argument("[images...]", "query images (with --index)")
+    .option("--index <dir>", "an index made by `superglobal index`")
+    .option(
+      "--bbox <x1,y1,x2,y2>",
+      "with --index: crop every query image to this box first",
+      boxOption,
+    )
+    .option(
+      "--rerank <mode>",
+      "with --index: adaptive (default), paper, or off",
+      choiceOption("--rerank", RERANK_MODES),
+      "adaptive",
+    )
+    .option("--json", "with --index: one JSON object per query per line")
+    .option("--db <file>", "database descriptors, float32/float64 .npy [N, D]")
+    .option("--queries <file>", "query descriptors, float32/float64 .npy [nq, D]")
     .option(
       "--top <k>",
-      "results per query (default: all N, a full ranking)",
+      "results per query (default: 10 with --index, else all N, a full ranking)",
       intOption("--top", 1),
     )
-    .requiredOption("--out <file>", "output int32 .npy [nq, k] of database row ids")
+    .option("--out <file>", "output int32 .npy [nq, k] of database row ids")
     .option("--scores <file>", "also write the float32 scores [nq, k]");
+  addIndexModelOptions(command);
   addThreadsOption(command);
   command
     .option(
@@ -41,7 +61,27 @@ export function register(program: Command): void {
       "database rows per block (default 65536)",
       intOption("--chunk-rows", 1),
     )
-    .action(async (flags: SearchFlags) => {
+    .action(async (images: string[], flags: SearchFlags & IndexSearchFlags) => {
+      if (flags.index !== undefined) {
+        await runIndexSearch(images, { ...flags, json: flags.json === true });
+        return;
+      }
+      for (const name of ["db", "queries", "out"] as const) {
+        if (flags[name] === undefined) {
+          throw new SuperglobalError(
+            "INVALID_ARGUMENT",
+            `--${name} is required without --index (search --index PATH QUERY… searches an index)`,
+            { input: `--${name}` },
+          );
+        }
+      }
+      if (images.length > 0) {
+        throw new SuperglobalError(
+          "INVALID_ARGUMENT",
+          `query images (${images[0]}) need --index; descriptor files are given with --queries`,
+          { input: "images" },
+        );
+      }
       await runSearch(flags);
     });
 }
