@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- index [--sizes 100000,1000000] [--dim 2048] [--batch 1024] [--commits 300]
- *   [--repeat 3] [--sqlite-page 4096] [--skip-peer] [--no-cold] [--fresh]`
+ *   [--repeat 3] [--sqlite-page 4096] [--skip-peer] [--no-cold] [--fresh] [--tag T]`
  * The persistent index's storage (src/index/index-store.ts: a flat float32 vector file beside a
  * checksummed metadata journal) against SQLite (one table, the descriptor as a BLOB; Debian
  * python3's sqlite3 as the peer, WAL + synchronous=FULL, as durable as ours), and against the
@@ -12,7 +12,8 @@
  * - append: bulk (batches of --batch rows, one fsynced commit each) and single-row commits.
  * - memory: the open process's peak RSS and ArrayBuffer bytes against the vectors' size.
  * Data: rows repeat a pool of 1024 seeded random unit vectors (content does not matter to I/O);
- * built once into bench/.work/index/ and reused (--fresh rebuilds).
+ * built once into bench/.work/index/ and reused (--fresh rebuilds; an index of an older format is
+ * rebuilt). Results: bench/results/index-<date>[-<tag>].json/.md.
  */
 import { execFileSync } from "node:child_process";
 import {
@@ -84,6 +85,7 @@ export async function main(argv: string[]): Promise<void> {
       "skip-peer": { type: "boolean", default: false },
       "no-cold": { type: "boolean", default: false },
       fresh: { type: "boolean", default: false },
+      tag: { type: "string" },
       child: { type: "string" },
       path: { type: "string" },
     },
@@ -241,7 +243,8 @@ export async function main(argv: string[]): Promise<void> {
     sizes: results,
   };
   const date = new Date().toISOString().slice(0, 10);
-  saveResult(`index-${date}`, record, markdown(record, results, cold));
+  const tag = values.tag === undefined ? "" : `-${values.tag}`;
+  saveResult(`index-${date}${tag}`, record, markdown(record, results, cold));
 }
 
 function emptyRuns(): Runs {
@@ -268,7 +271,7 @@ function ensureOurs(
   fresh: boolean,
 ): Build {
   const stamp = `${dir}.build.json`;
-  if (!fresh && existsSync(stamp) && existsSync(dir)) {
+  if (!fresh && existsSync(stamp) && existsSync(dir) && opens(dir)) {
     return JSON.parse(readFileSync(stamp, "utf8")) as Build;
   }
   rmSync(dir, { recursive: true, force: true });
@@ -284,6 +287,16 @@ function ensureOurs(
   const build = { rows: n, seconds: (performance.now() - t) / 1000, bytes: folderBytes(dir) };
   writeFileSync(stamp, JSON.stringify(build));
   return build;
+}
+
+/** Whether our index in `dir` opens (it may be of an older format). */
+function opens(dir: string): boolean {
+  try {
+    IndexStore.open(dir, { readOnly: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function ensureSqlite(

@@ -60,6 +60,7 @@ import {
   JOURNAL_HEADER_BYTES,
   type JournalRecord,
   MAX_REASON,
+  NO_ROW,
   parseJournal,
 } from "./journal.ts";
 import {
@@ -160,7 +161,8 @@ export class IndexStore {
   private hashes = new Uint8Array(0);
   /** Each row's row in the vector file. */
   private diskRows: number[] = [];
-  private rowOf = new Map<string, number>();
+  /** path → row, built on first use (a reader that only searches never needs it). */
+  private rowOfMap: Map<string, number> | undefined;
   private failed = new Map<string, FailedEntry>();
   /** Descriptors of rows 0..size-1 (capacity may be larger), once loaded. */
   private vectors: Float32Array | undefined;
@@ -336,6 +338,15 @@ export class IndexStore {
       }
       return store;
     }
+  }
+
+  private get rowOf(): Map<string, number> {
+    if (this.rowOfMap === undefined) {
+      const map = new Map<string, number>();
+      for (let row = 0; row < this.paths.length; row++) map.set(this.paths[row]!, row);
+      this.rowOfMap = map;
+    }
+    return this.rowOfMap;
   }
 
   /** Model identity the index was made with. */
@@ -519,10 +530,35 @@ export class IndexStore {
     const time = Date.now();
     const records: JournalRecord[] = [];
     let row = this.diskRowCount;
+    // Each record names the vector row it supersedes: the path's state as of the ops before it.
+    const overlay = new Map<string, number | "failed" | "none">();
+    const before = (path: string): number | "failed" | "none" => {
+      const o = overlay.get(path);
+      if (o !== undefined) return o;
+      const r = this.rowOf.get(path);
+      if (r !== undefined) return this.diskRows[r]!;
+      return this.failed.has(path) ? "failed" : "none";
+    };
     for (const op of this.pending) {
-      if (op.type === "entry") records.push({ type: "entry", row: row++, ...op.entry });
-      else if (op.type === "failed") records.push({ type: "failed", ...op.entry });
-      else records.push(op);
+      const path = op.type === "remove" ? op.path : op.entry.path;
+      const was = before(path);
+      const replaces = typeof was === "number" ? was : NO_ROW;
+      if (op.type === "entry") {
+        records.push({
+          type: "entry",
+          row,
+          replaces,
+          replacesFailure: was === "failed",
+          ...op.entry,
+        });
+        overlay.set(path, row++);
+      } else if (op.type === "failed") {
+        records.push({ type: "failed", replaces, ...op.entry });
+        overlay.set(path, "failed");
+      } else if (was !== "none") {
+        records.push({ type: "remove", row: replaces, path });
+        overlay.set(path, "none");
+      }
     }
     records.push({
       type: "commit",
@@ -626,9 +662,15 @@ export class IndexStore {
     const next: Manifest = { ...this.manifest, generation };
     const records: JournalRecord[] = [];
     for (let row = 0; row < this.paths.length; row++) {
-      records.push({ type: "entry", row, ...this.entryAt(row) });
+      records.push({
+        type: "entry",
+        row,
+        replaces: NO_ROW,
+        replacesFailure: false,
+        ...this.entryAt(row),
+      });
     }
-    for (const f of this.failed.values()) records.push({ type: "failed", ...f });
+    for (const f of this.failed.values()) records.push({ type: "failed", replaces: NO_ROW, ...f });
     records.push({
       type: "commit",
       time: this.updatedMs,
@@ -718,24 +760,28 @@ export class IndexStore {
     const size = fstatSync(fd).size;
     const bytes = Buffer.allocUnsafe(size);
     if (readFully(fd, bytes, 0) !== size) throw badFile(journalFile, "shorter than it was");
-    // Columns by vector-file row while replaying ("" marks a dead row), then kept rows only.
+    // Columns by vector-file row while replaying, then the rows no record superseded. Records
+    // name the rows they supersede, so this needs no lookup by path.
     const paths: string[] = [];
     const sizes: number[] = [];
     const mtimes: number[] = [];
     let hashes = new Uint8Array(32 * 1024);
-    const where = this.rowOf; // path → vector-file row while replaying
+    let dead = new Uint8Array(1024);
     const failed = this.failed;
-    const drop = (path: string) => {
-      const r = where.get(path);
-      if (r !== undefined) {
-        paths[r] = "";
-        where.delete(path);
-      }
-      failed.delete(path);
+    const room = (rows: number) => {
+      if (rows <= dead.length) return;
+      const grown = new Uint8Array(Math.max(rows, dead.length * 2));
+      grown.set(dead);
+      dead = grown;
+    };
+    const kill = (row: number) => {
+      room(row + 1);
+      dead[row] = 1;
     };
     const parsed = parseJournal(journalFile, bytes, this.manifest.generation, {
-      entry(row, path, size, mtimeMs, from, hashAt) {
-        drop(path);
+      entry(row, replaces, replacesFailure, path, size, mtimeMs, from, hashAt) {
+        if (replaces !== NO_ROW) dead[replaces] = 1; // replaces < row < dead.length
+        if (replacesFailure) failed.delete(path);
         paths.push(path); // row === paths.length: the parser checked the order
         sizes.push(size);
         mtimes.push(mtimeMs);
@@ -745,33 +791,31 @@ export class IndexStore {
           hashes = grown;
         }
         for (let i = 0, at = row * 32; i < 32; i++) hashes[at + i] = from[hashAt + i]!;
-        where.set(path, row);
+        room(row + 1);
       },
       failed(r) {
-        drop(r.path);
-        failed.set(r.path, {
-          path: r.path,
-          size: r.size,
-          mtimeMs: r.mtimeMs,
-          hash: r.hash,
-          reason: r.reason,
-        });
+        if (r.replaces !== NO_ROW) kill(r.replaces);
+        const { path, size, mtimeMs, hash, reason } = r;
+        failed.set(path, { path, size, mtimeMs, hash, reason });
       },
-      remove: drop,
+      remove(row, path) {
+        if (row !== NO_ROW) kill(row);
+        else failed.delete(path);
+      },
     });
     this.diskRowCount = parsed.rows;
     this.journalEnd = parsed.end;
     if (parsed.time !== undefined && parsed.time > 0) this.updatedMs = parsed.time;
     let n = 0;
     for (let d = 0; d < parsed.rows; d++) {
-      const path = paths[d]!;
-      if (path === "") continue;
-      paths[n] = path;
-      sizes[n] = sizes[d]!;
-      mtimes[n] = mtimes[d]!;
-      if (n !== d) hashes.copyWithin(n * 32, d * 32, d * 32 + 32);
+      if (d < dead.length && dead[d] === 1) continue;
+      if (n !== d) {
+        paths[n] = paths[d]!;
+        sizes[n] = sizes[d]!;
+        mtimes[n] = mtimes[d]!;
+        hashes.copyWithin(n * 32, d * 32, d * 32 + 32);
+      }
       this.diskRows.push(d);
-      if (n !== d) where.set(path, n);
       n += 1;
     }
     paths.length = n;

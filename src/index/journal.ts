@@ -5,19 +5,24 @@
  *
  * Layout (little-endian): a 16-byte header, "SGIJRNL\0", u32 format version, u32 generation;
  * then records, each `u32 bodyLength, u32 crc32(body), body`, the body starting with its type:
- *   1 ENTRY   u32 row, f64 size, f64 mtimeMs, 32-byte sha256, u32 n, n bytes of UTF-8 path
- *   2 FAILED  u8 hasHash, f64 size, f64 mtimeMs, 32-byte sha256 (zeros if none), u32 n, path,
- *             u32 m, m bytes of UTF-8 reason
- *   3 REMOVE  u32 n, path
+ *   1 ENTRY   u8 replacesFailure, u32 row, u32 replaces, f64 size, f64 mtimeMs, 32-byte sha256,
+ *             u32 n, n bytes of UTF-8 path
+ *   2 FAILED  u8 hasHash, u32 replaces, f64 size, f64 mtimeMs, 32-byte sha256 (zeros if none),
+ *             u32 n, path, u32 m, m bytes of UTF-8 reason
+ *   3 REMOVE  u32 row (NO_ROW: the path's failure), u32 n, path
  *   4 COMMIT  f64 time (ms since the epoch), u32 rows (vector rows once this batch is in),
  *             f64 batchStart (journal offset of the batch's first record), u32 records (before it)
- * ENTRY rows number the vector file's rows in order: 0, 1, 2, ... with no gaps.
+ * ENTRY rows number the vector file's rows in order: 0, 1, 2, ... with no gaps. `replaces` is the
+ * vector row of the entry the record supersedes (NO_ROW if none), so a replay marks dead rows by
+ * number and needs no lookup by path.
  */
 import { badFile } from "../errors.ts";
 
 export const JOURNAL_HEADER_BYTES = 16;
 const MAGIC = "SGIJRNL\0";
-const VERSION = 1;
+const VERSION = 2;
+/** "No row" in a row field. */
+export const NO_ROW = 0xffffffff;
 /** No record is larger (paths are at most a few KiB; reasons are cut to MAX_REASON). */
 const MAX_BODY = 1 << 20;
 /** Failure reasons are kept to this many UTF-16 units. */
@@ -28,6 +33,10 @@ const COMMIT_BODY = 1 + 8 + 4 + 8 + 4;
 export interface EntryRecord {
   type: "entry";
   row: number;
+  /** The vector row this entry supersedes (same path), or NO_ROW. */
+  replaces: number;
+  /** Whether it supersedes a failure of the same path. */
+  replacesFailure: boolean;
   path: string;
   size: number;
   mtimeMs: number;
@@ -36,6 +45,8 @@ export interface EntryRecord {
 
 export interface FailedRecord {
   type: "failed";
+  /** The vector row of the entry this failure supersedes, or NO_ROW. */
+  replaces: number;
   path: string;
   size: number;
   mtimeMs: number;
@@ -45,6 +56,8 @@ export interface FailedRecord {
 
 export interface RemoveRecord {
   type: "remove";
+  /** The vector row removed, or NO_ROW when the path's failure is removed. */
+  row: number;
   path: string;
 }
 
@@ -69,11 +82,12 @@ export function encodeHeader(generation: number): Buffer {
 function bodyLength(r: JournalRecord): number {
   switch (r.type) {
     case "entry":
-      return 1 + 4 + 8 + 8 + HASH_BYTES + 4 + Buffer.byteLength(r.path, "utf8");
+      return 1 + 1 + 4 + 4 + 8 + 8 + HASH_BYTES + 4 + Buffer.byteLength(r.path, "utf8");
     case "failed":
       return (
         1 +
         1 +
+        4 +
         8 +
         8 +
         HASH_BYTES +
@@ -83,7 +97,7 @@ function bodyLength(r: JournalRecord): number {
         Buffer.byteLength(r.reason, "utf8")
       );
     case "remove":
-      return 1 + 4 + Buffer.byteLength(r.path, "utf8");
+      return 1 + 4 + 4 + Buffer.byteLength(r.path, "utf8");
     case "commit":
       return COMMIT_BODY;
   }
@@ -101,23 +115,27 @@ export function encodeRecords(records: readonly JournalRecord[]): Buffer {
     switch (r.type) {
       case "entry":
         b[p++] = 1;
+        b[p++] = r.replacesFailure ? 1 : 0;
         b.writeUInt32LE(r.row, p);
-        b.writeDoubleLE(r.size, p + 4);
-        b.writeDoubleLE(r.mtimeMs, p + 12);
-        b.write(r.hash, p + 20, HASH_BYTES, "hex");
-        p = writeText(b, p + 20 + HASH_BYTES, r.path);
+        b.writeUInt32LE(r.replaces, p + 4);
+        b.writeDoubleLE(r.size, p + 8);
+        b.writeDoubleLE(r.mtimeMs, p + 16);
+        b.write(r.hash, p + 24, HASH_BYTES, "hex");
+        p = writeText(b, p + 24 + HASH_BYTES, r.path);
         break;
       case "failed":
         b[p++] = 2;
         b[p++] = r.hash === null ? 0 : 1;
-        b.writeDoubleLE(r.size, p);
-        b.writeDoubleLE(r.mtimeMs, p + 8);
-        if (r.hash !== null) b.write(r.hash, p + 16, HASH_BYTES, "hex");
-        p = writeText(b, writeText(b, p + 16 + HASH_BYTES, r.path), r.reason);
+        b.writeUInt32LE(r.replaces, p);
+        b.writeDoubleLE(r.size, p + 4);
+        b.writeDoubleLE(r.mtimeMs, p + 12);
+        if (r.hash !== null) b.write(r.hash, p + 20, HASH_BYTES, "hex");
+        p = writeText(b, writeText(b, p + 20 + HASH_BYTES, r.path), r.reason);
         break;
       case "remove":
         b[p++] = 3;
-        p = writeText(b, p, r.path);
+        b.writeUInt32LE(r.row, p);
+        p = writeText(b, p + 4, r.path);
         break;
       case "commit":
         b[p++] = 4;
@@ -158,6 +176,8 @@ export interface ParsedJournal {
 export interface RecordVisitor {
   entry(
     row: number,
+    replaces: number,
+    replacesFailure: boolean,
     path: string,
     size: number,
     mtimeMs: number,
@@ -165,7 +185,7 @@ export interface RecordVisitor {
     hashAt: number,
   ): void;
   failed(record: FailedRecord): void;
-  remove(path: string): void;
+  remove(row: number, path: string): void;
 }
 
 /**
@@ -205,7 +225,7 @@ export function parseJournal(
     off = bodyStart + len;
     const type = bytes[bodyStart];
     if (type === 1) {
-      if (len < 5 || bytes.readUInt32LE(bodyStart + 1) !== nextRow) {
+      if (len < 6 || bytes.readUInt32LE(bodyStart + 2) !== nextRow) {
         throw damaged(file, frame, `an entry out of row order (row ${nextRow} was next)`);
       }
       nextRow += 1;
@@ -217,7 +237,7 @@ export function parseJournal(
       }
       for (let p = end; p < frame; ) {
         const n = bytes.readUInt32LE(p);
-        decodeInto(cursor, p + 8, n, p, visit);
+        decodeInto(cursor, p + 8, n, p, c.rows, visit);
         p += 8 + n;
       }
       records = 0;
@@ -252,31 +272,41 @@ function damaged(file: string, offset: number, what: string) {
   return badFile(file, `damaged at byte ${offset}: ${what}; the index cannot be trusted`);
 }
 
-/** Decodes one record of a committed batch and hands it to `visit`. */
+/** Decodes one record of a committed batch (of `rows` vector rows) and hands it to `visit`. */
 function decodeInto(
   c: Cursor,
   start: number,
   len: number,
   frame: number,
+  rows: number,
   visit: RecordVisitor,
 ): void {
   const b = c.b;
   if (b[start] !== 1) {
     const r = decodeBody(c, start, len, frame);
+    const row = r.type === "failed" ? r.replaces : r.type === "remove" ? r.row : 0;
+    if (row !== NO_ROW && row >= rows) throw damaged(c.file, frame, `row ${row} out of range`);
     if (r.type === "failed") visit.failed(r);
-    else if (r.type === "remove") visit.remove(r.path);
+    else if (r.type === "remove") visit.remove(r.row, r.path);
     else throw damaged(c.file, frame, "a COMMIT inside a batch");
     return;
   }
   c.p = start + 1;
   c.stop = start + len;
   c.frame = frame;
-  c.need(20 + HASH_BYTES);
+  c.need(25 + HASH_BYTES);
   const p = c.p;
-  c.p += 20 + HASH_BYTES;
+  c.p += 25 + HASH_BYTES;
   const path = c.text();
   if (c.p !== c.stop) throw damaged(c.file, frame, "a record longer than its fields");
-  visit.entry(b.readUInt32LE(p), path, b.readDoubleLE(p + 4), b.readDoubleLE(p + 12), b, p + 20);
+  const row = b.readUInt32LE(p + 1);
+  const replaces = b.readUInt32LE(p + 5);
+  if (replaces !== NO_ROW && replaces >= row) {
+    throw damaged(c.file, frame, `row ${row} replacing row ${replaces}`);
+  }
+  const size = b.readDoubleLE(p + 9);
+  const mtimeMs = b.readDoubleLE(p + 17);
+  visit.entry(row, replaces, b[p] === 1, path, size, mtimeMs, b, p + 25);
 }
 
 /** Reads a record body's fields in order (one per journal parse: no closure per record). */
@@ -313,31 +343,38 @@ function decodeBody(c: Cursor, start: number, len: number, frame: number): Journ
   let r: JournalRecord;
   switch (b[start]) {
     case 1: {
-      c.need(20 + HASH_BYTES);
+      c.need(25 + HASH_BYTES);
       const p = c.p;
-      const row = b.readUInt32LE(p);
-      const size = b.readDoubleLE(p + 4);
-      const mtimeMs = b.readDoubleLE(p + 12);
-      const hash = b.toString("hex", p + 20, p + 20 + HASH_BYTES);
-      c.p += 20 + HASH_BYTES;
-      r = { type: "entry", row, path: c.text(), size, mtimeMs, hash };
+      const replacesFailure = b[p] === 1;
+      const row = b.readUInt32LE(p + 1);
+      const replaces = b.readUInt32LE(p + 5);
+      const size = b.readDoubleLE(p + 9);
+      const mtimeMs = b.readDoubleLE(p + 17);
+      const hash = b.toString("hex", p + 25, p + 25 + HASH_BYTES);
+      c.p += 25 + HASH_BYTES;
+      r = { type: "entry", row, replaces, replacesFailure, path: c.text(), size, mtimeMs, hash };
       break;
     }
     case 2: {
-      c.need(17 + HASH_BYTES);
+      c.need(21 + HASH_BYTES);
       const p = c.p;
       const hasHash = b[p] === 1;
-      const size = b.readDoubleLE(p + 1);
-      const mtimeMs = b.readDoubleLE(p + 9);
-      const hash = hasHash ? b.toString("hex", p + 17, p + 17 + HASH_BYTES) : null;
-      c.p += 17 + HASH_BYTES;
+      const replaces = b.readUInt32LE(p + 1);
+      const size = b.readDoubleLE(p + 5);
+      const mtimeMs = b.readDoubleLE(p + 13);
+      const hash = hasHash ? b.toString("hex", p + 21, p + 21 + HASH_BYTES) : null;
+      c.p += 21 + HASH_BYTES;
       const path = c.text();
-      r = { type: "failed", path, size, mtimeMs, hash, reason: c.text() };
+      r = { type: "failed", replaces, path, size, mtimeMs, hash, reason: c.text() };
       break;
     }
-    case 3:
-      r = { type: "remove", path: c.text() };
+    case 3: {
+      c.need(4);
+      const row = b.readUInt32LE(c.p);
+      c.p += 4;
+      r = { type: "remove", row, path: c.text() };
       break;
+    }
     case 4: {
       c.need(COMMIT_BODY - 1);
       const p = c.p;
