@@ -17,21 +17,13 @@ import { IndexStore } from "../../src/index/index-store.ts";
 export const repoRoot = resolve(import.meta.dirname, "..", "..");
 const cliMain = join(repoRoot, "src", "cli", "main.ts");
 
-let searchRoute: Promise<boolean> | undefined;
-
-/**
- * `superglobal search --index DIR QUERY` through the CLI when its search command takes --index;
- * until then through helpers/index-search-child.ts (the same runIndexSearch, the same error
- * handling as main.ts).
- */
-export async function runIndexSearchCli(
+/** `superglobal search --index DIR QUERY`. */
+export function runIndexSearchCli(
   dir: string,
   query: string,
   env: NodeJS.ProcessEnv,
 ): Promise<CliResult> {
-  searchRoute ??= runCli(["search", "--help"], env).then((r) => r.stdout.includes("--index"));
-  if (await searchRoute) return runCli(["search", "--index", dir, query], env);
-  return runCli([dir, query], env, join(import.meta.dirname, "index-search-child.ts"));
+  return runCli(["search", "--index", dir, query], env);
 }
 
 /** Photos used by the trials (folder/name under debian-photos), in a fixed order. */
