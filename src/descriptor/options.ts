@@ -113,13 +113,13 @@ export function resolveOptions(options: ExtractorOptions): ResolvedOptions {
   }
   const entry =
     options.checkpoint === undefined ? registeredModel(options.model ?? DEFAULT_MODEL) : undefined;
-  const defaults = entry?.defaults ?? { scales: 3, rgem: true, gemp: true };
+  const defaults = entry?.defaults ?? { scales: 3, rgem: true, gemp: true, sgem: true };
   return {
     depth: options.depth === undefined ? undefined : assertOneOf("depth", options.depth, DEPTHS),
     scales: assertOneOf("scales", options.scales ?? defaults.scales, [1, 3, 5] as const),
     gemp: flag("gemp", options.gemp, defaults.gemp),
     rgem: flag("rgem", options.rgem, defaults.rgem),
-    sgem: flag("sgem", options.sgem, true),
+    sgem: flag("sgem", options.sgem, defaults.sgem),
     relup: flag("relup", options.relup, true),
     threads:
       options.threads === undefined

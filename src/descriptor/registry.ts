@@ -41,7 +41,7 @@ export interface ModelEntry {
   /** Descriptor dimension. */
   dim: number;
   /** Extraction settings used unless the caller gives others. */
-  defaults: { scales: ScaleSet; rgem: boolean; gemp: boolean };
+  defaults: { scales: ScaleSet; rgem: boolean; gemp: boolean; sgem: boolean };
   /** Licence of the weights, and who publishes them. */
   licence?: string;
   /** Absent: the model ships with the npm package. */
@@ -63,7 +63,7 @@ function cvnetEntry(depth: 50 | 101, source: { urls: string[]; provenance: strin
     network: `cvnet-r${depth}`,
     input: "bgr-imagenet",
     dim: 2048,
-    defaults: { scales: 3, rgem: true, gemp: true },
+    defaults: { scales: 3, rgem: true, gemp: true, sgem: true },
     licence: "no licence stated (Lee et al., github.com/sungonce/CVNet)",
     download: {
       file: `CVPR2022_CVNet_R${depth}.pyth`,
@@ -90,7 +90,9 @@ export const MODELS: Readonly<Record<string, ModelEntry>> = {
     network: "mobilenetv2-1.4-nsfwjs",
     input: "rgb-unit",
     dim: 1792,
-    defaults: { scales: 3, rgem: true, gemp: true },
+    // Chosen by bench/default-model-study.ts (cross-validated, bench/results/default-model-*):
+    // SuperGlobal's pooling at 3 scales, averaged after the whitening (its max lost 3-4 mAP).
+    defaults: { scales: 3, rgem: true, gemp: true, sgem: false },
     licence: "MIT (nsfwjs weights, in the npm package)",
   },
   "cvnet-r50": cvnetEntry(50, {
@@ -118,7 +120,7 @@ export const MODELS: Readonly<Record<string, ModelEntry>> = {
     network: "mobilenetv2-imagenet",
     input: "rgb-imagenet",
     dim: 1280,
-    defaults: { scales: 3, rgem: true, gemp: true },
+    defaults: { scales: 3, rgem: true, gemp: true, sgem: true },
     licence: "Apache-2.0 (ONNX model zoo; weights from GluonCV)",
     download: {
       file: "mobilenetv2-12-int8.onnx",

@@ -124,10 +124,14 @@ export function whiteningHead(w: Whitening): HeadWeights {
 /** Files of a whitening folder. */
 const FILES = { mean: "mean.npy", vectors: "vectors.npy", scales: "scales.npy" } as const;
 
-/** Writes a whitening as three .npy files (float64) into `dir`; `rest` is the last scale. */
+/**
+ * Writes a whitening as three .npy files into `dir`: mean and scales in float64 (`rest` is the
+ * last scale), the eigenvectors in float32 (half the size; the head's FC is float32 anyway, and
+ * unit vectors lose ~1e-7 relative). `readWhitening` reads either precision.
+ */
 export function writeWhitening(dir: string, w: Whitening): void {
   writeNpy(`${dir}/${FILES.mean}`, w.mean, [w.channels]);
-  writeNpy(`${dir}/${FILES.vectors}`, w.vectors, [w.scales.length, w.channels]);
+  writeNpy(`${dir}/${FILES.vectors}`, Float32Array.from(w.vectors), [w.scales.length, w.channels]);
   const scales = new Float64Array(w.scales.length + 1);
   scales.set(w.scales);
   scales[w.scales.length] = w.rest;
@@ -143,6 +147,15 @@ export function readWhitening(dir: string): Whitening {
   const k = (scales.shape[0] as number) - 1;
   if (mean.shape.length !== 1 || scales.shape.length !== 1 || k < 0) {
     throw badFile(dir, "a whitening needs mean [C] and scales [k + 1]");
+  }
+  for (const [file, a] of [
+    [FILES.mean, mean],
+    [FILES.vectors, vectors],
+    [FILES.scales, scales],
+  ] as const) {
+    if (a.dtype !== "float32" && a.dtype !== "float64") {
+      throw badFile(`${dir}/${file}`, `expected float32 or float64 values, found ${a.dtype}`);
+    }
   }
   if (vectors.shape.length !== 2 || vectors.shape[0] !== k || vectors.shape[1] !== C) {
     throw badFile(
