@@ -26,7 +26,7 @@ test("fileError maps each system error to its code, naming the file and the reas
     ["EACCES", "IO_ERROR", /permission denied/],
     ["EPERM", "IO_ERROR", /permission denied/],
     ["EROFS", "IO_ERROR", /read-only/],
-    ["ENOSPC", "IO_ERROR", /ENOSPC/],
+    ["ENOSPC", "IO_ERROR", /no space left/],
     ["ENOTDIR", "INVALID_ARGUMENT", /not a folder/],
     ["EISDIR", "BAD_FILE", /is a folder/],
   ];

@@ -55,7 +55,11 @@ export async function runInfo(flags: InfoFlags): Promise<void> {
       `size     ${(info.bytes / 1e6).toFixed(1)} MB on disk`,
       `created  ${info.created}`,
       `updated  ${info.updated}`,
-      ...(flags.failures ? failures.map((f) => `failed   ${f.path}: ${f.reason}`) : []),
+      ...(flags.failures
+        ? failures.map(
+            (f) => `failed   ${f.reason.includes(f.path) ? f.reason : `${f.path}: ${f.reason}`}`,
+          )
+        : []),
     ];
     process.stdout.write(`${lines.join("\n")}\n`);
   } finally {
