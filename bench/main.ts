@@ -1,10 +1,12 @@
 /**
  * `npm run bench -- <name> [options]`: speed and memory benchmarks, each against a peer run in the
- * same invocation (the official PyTorch code, faiss), with ratios; results go to bench/results/.
+ * same invocation (the official PyTorch code, faiss), with ratios, and the retrieval-quality
+ * benchmark on real photos (`quality`); results go to bench/results/.
  */
 const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
   extract: () => import("./extract.ts"),
   index: () => import("./index-open.ts"),
+  quality: () => import("./quality.ts"),
   rerank: () => import("./rerank.ts"),
   search: () => import("./search.ts"),
   serve: () => import("./serve.ts"),
