@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void
   quality: () => import("./quality.ts"),
   rerank: () => import("./rerank.ts"),
   search: () => import("./search.ts"),
+  stress: () => import("./stress.ts"),
   serve: () => import("./serve.ts"),
 };
 
