@@ -6,6 +6,7 @@
 const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
   extract: () => import("./extract.ts"),
   index: () => import("./index-open.ts"),
+  "learn-whitening": () => import("./learn-whitening.ts"),
   quality: () => import("./quality.ts"),
   rerank: () => import("./rerank.ts"),
   search: () => import("./search.ts"),

@@ -92,6 +92,8 @@ export const MODELS: Readonly<Record<string, ModelEntry>> = {
     dim: 1792,
     // Chosen by bench/default-model-study.ts (cross-validated, bench/results/default-model-*):
     // SuperGlobal's pooling at 3 scales, averaged after the whitening (its max lost 3-4 mAP).
+    // 1 scale ties on multiview-dev (83.5-84.3 vs 83.8 mAP) but loses ~7 mAP on harsh copies
+    // (thumbnails, colour, blur) for ~1/3 of the time per image; GeM p 3 or no Regional-GeM tie.
     defaults: { scales: 3, rgem: true, gemp: true, sgem: false },
     licence: "MIT (nsfwjs weights, in the npm package)",
   },
