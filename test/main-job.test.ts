@@ -207,3 +207,29 @@ test("a SIGKILLed indexer resumes to the index a clean run gives", skip, async (
     await b.close();
   }
 });
+
+test(
+  "camera-sized photos are brought down to the model's maxSide before extraction",
+  skip,
+  async () => {
+    const { Extractor } = await import("../src/descriptor/extractor.ts");
+    const big = await sharp(join(photosDir, "darknet/dog.jpg")).resize(2400).jpeg().toBuffer();
+    const extractor = await Extractor.create({ cacheDir: cache, maxSide: 512, scales: 1 });
+    try {
+      assert.equal(extractor.options.maxSide, 512);
+      const tensor = await extractor.prepare(big, { name: "big.jpg" });
+      assert.equal(Math.max(tensor.width, tensor.height), 512);
+      const { width = 0, height = 0 } = await sharp(big).metadata();
+      assert.ok(Math.abs(tensor.width / tensor.height - width / height) < 0.01);
+      // A small image is used as given.
+      const small = await sharp(big).resize(300).jpeg().toBuffer();
+      assert.equal((await extractor.prepare(small)).width, 300);
+    } finally {
+      await extractor.release();
+    }
+    // The default model's default is 1024; CVNet's is none (the paper's protocol).
+    const { resolveOptions } = await import("../src/descriptor/options.ts");
+    assert.equal(resolveOptions({}).maxSide, 1024);
+    assert.equal(resolveOptions({ checkpoint: "x.pyth" }).maxSide, null);
+  },
+);

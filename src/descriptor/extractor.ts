@@ -13,7 +13,7 @@ import {
   toInputTensor,
   toUnitRgbTensor,
 } from "../image/normalize.ts";
-import { resizeBilinear, scaledSize } from "../image/resize.ts";
+import { fitInside, resizeBilinear, scaledSize } from "../image/resize.ts";
 import { scaleGemMax, scaleMean } from "../pooling/scale-gem.ts";
 import { l2Normalize } from "../pooling/vector.ts";
 import { DEFAULT_WHITENING_DIR, defaultModel } from "./default-model.ts";
@@ -97,7 +97,11 @@ export class Extractor {
     options: ResolvedOptions,
   ) {
     this.options = Object.freeze(options);
-    this.identity = modelIdentity(model.info, { scales: options.scales, sgem: options.sgem });
+    this.identity = modelIdentity(model.info, {
+      scales: options.scales,
+      sgem: options.sgem,
+      maxSide: options.maxSide,
+    });
   }
 
   /** What the model is: network, input convention, dimension, pooling, weight hash. */
@@ -256,6 +260,10 @@ export class Extractor {
     }
     t = this.lap("decode", t);
     if (input.bbox !== undefined) decoded = cropToBox(decoded, input.bbox);
+    const maxSide = this.options.maxSide;
+    if (maxSide !== null && Math.max(decoded.width, decoded.height) > maxSide) {
+      decoded = await fitInside(decoded, maxSide);
+    }
     const convention = this.model.info.input;
     const tensor =
       convention === "rgb-unit"

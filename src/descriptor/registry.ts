@@ -41,7 +41,14 @@ export interface ModelEntry {
   /** Descriptor dimension. */
   dim: number;
   /** Extraction settings used unless the caller gives others. */
-  defaults: { scales: ScaleSet; rgem: boolean; gemp: boolean; sgem: boolean };
+  /** `maxSide`: larger images are downscaled to this longer side first (null: used as given). */
+  defaults: {
+    scales: ScaleSet;
+    rgem: boolean;
+    gemp: boolean;
+    sgem: boolean;
+    maxSide: number | null;
+  };
   /** Licence of the weights, and who publishes them. */
   licence?: string;
   /** Absent: the model ships with the npm package. */
@@ -63,7 +70,7 @@ function cvnetEntry(depth: 50 | 101, source: { urls: string[]; provenance: strin
     network: `cvnet-r${depth}`,
     input: "bgr-imagenet",
     dim: 2048,
-    defaults: { scales: 3, rgem: true, gemp: true, sgem: true },
+    defaults: { scales: 3, rgem: true, gemp: true, sgem: true, maxSide: null },
     licence: "no licence stated (Lee et al., github.com/sungonce/CVNet)",
     download: {
       file: `CVPR2022_CVNet_R${depth}.pyth`,
@@ -94,7 +101,7 @@ export const MODELS: Readonly<Record<string, ModelEntry>> = {
     // SuperGlobal's pooling at 3 scales, averaged after the whitening (its max lost 3-4 mAP).
     // 1 scale ties on multiview-dev (83.5-84.3 vs 83.8 mAP) but loses ~7 mAP on harsh copies
     // (thumbnails, colour, blur) for ~1/3 of the time per image; GeM p 3 or no Regional-GeM tie.
-    defaults: { scales: 3, rgem: true, gemp: true, sgem: false },
+    defaults: { scales: 3, rgem: true, gemp: true, sgem: false, maxSide: 1024 },
     licence: "MIT (nsfwjs weights, in the npm package)",
   },
   "cvnet-r50": cvnetEntry(50, {
@@ -122,7 +129,7 @@ export const MODELS: Readonly<Record<string, ModelEntry>> = {
     network: "mobilenetv2-imagenet",
     input: "rgb-imagenet",
     dim: 1280,
-    defaults: { scales: 3, rgem: true, gemp: true, sgem: true },
+    defaults: { scales: 3, rgem: true, gemp: true, sgem: true, maxSide: null },
     licence: "Apache-2.0 (ONNX model zoo; weights from GluonCV)",
     download: {
       file: "mobilenetv2-12-int8.onnx",

@@ -1,8 +1,11 @@
 /**
  * The official in-model multi-scale resize (spec §2.4): torchvision `resize` on the normalised
- * tensor, i.e. `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`.
+ * tensor, i.e. `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`; and the
+ * size cap for camera photos before extraction (`fitInside`).
  */
+import sharp from "sharp";
 import { assertInteger, assertNumber, invalidArgument } from "../errors.ts";
+import type { BgrImage } from "./decode.ts";
 import type { ImageTensor } from "./normalize.ts";
 
 /**
@@ -83,4 +86,22 @@ export function scaledSize(height: number, width: number, scale: number): [numbe
   assertInteger("width", width, 1);
   assertNumber("scale", scale, Number.MIN_VALUE);
   return [Math.trunc(height * scale), Math.trunc(width * scale)];
+}
+
+/**
+ * A decoded image with its longer side brought down to `maxSide` (sharp's antialiased resize;
+ * channel order kept). For camera photos before extraction, not for the paper's exact scales.
+ */
+export async function fitInside(image: BgrImage, maxSide: number): Promise<BgrImage> {
+  const { data, info } = await sharp(image.data, {
+    raw: { width: image.width, height: image.height, channels: 3 },
+  })
+    .resize({ width: maxSide, height: maxSide, fit: "inside" })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return {
+    width: info.width,
+    height: info.height,
+    data: new Uint8Array(data.buffer, data.byteOffset, data.length),
+  };
 }
