@@ -38,3 +38,13 @@ export function dotVector(v: Float64Array, g: Vectors, go: number, d: number): n
   for (; i < d; i++) s0 += v[i]! * g[go + i]!;
   return s0 + s1 + (s2 + s3);
 }
+
+/**
+ * Relative rounding bound of a float32 dot product of length d, |err| ≤ γ_d·Σ|a_i·b_i| ≤
+ * γ_d·‖a‖·‖b‖, plus the rounding of float64 inputs to float32 (3u) where that happens.
+ */
+export function float32DotBound(d: number, roundedInputs: boolean): number {
+  const u = 2 ** -24;
+  const gamma = (d * u) / (1 - d * u);
+  return 2 * (gamma + (roundedInputs ? 3 * u : 0)); // twice the bound, as a margin
+}

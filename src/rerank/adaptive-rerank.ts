@@ -42,16 +42,11 @@
  * cannot settle are recomputed with dotRows), so decisions and scores are those of a float64 run.
  * Cost: as SuperGlobalReranker, O(m²·d) per query for the Gram matrix.
  */
-import { dotRows, dotVector } from "../core/dot.ts";
-import { rowIsFinite, type Vectors } from "../core/matrix.ts";
+import { dotRows, dotVector, float32DotBound } from "../core/dot.ts";
+import type { Vectors } from "../core/matrix.ts";
 import { argsortDesc } from "../core/topk.ts";
-import {
-  assertInteger,
-  assertNumber,
-  assertOneOf,
-  invalidArgument,
-  SuperglobalError,
-} from "../errors.ts";
+import { assertInteger, assertNumber, assertOneOf } from "../errors.ts";
+import { type HeadResult, rerankCandidates } from "./candidates.ts";
 import { gramFloat64, OnnxGram } from "./gram.ts";
 import type { Reranker } from "./reranker.ts";
 import type { Candidates, RerankResult } from "./superglobal-rerank.ts";
@@ -72,20 +67,6 @@ export interface AdaptiveRerankOptions {
   threads?: number;
   /** "onnx": float32 Gram by onnxruntime, decisions in float64 (default); "float64": plain TS. */
   gram?: "onnx" | "float64";
-}
-
-function isVectors(value: unknown): value is Vectors {
-  return value instanceof Float32Array || value instanceof Float64Array;
-}
-
-/**
- * Relative rounding bound of a float32 dot product of length d (|err| ≤ bound·‖a‖·‖b‖), with the
- * rounding of float64 inputs to float32 where that happens; twice the bound, as a margin.
- */
-function float32DotBound(d: number, roundedInputs: boolean): number {
-  const u = 2 ** -24;
-  const gamma = (d * u) / (1 - d * u);
-  return 2 * (gamma + (roundedInputs ? 3 * u : 0));
 }
 
 /**
@@ -180,15 +161,6 @@ class ExactGram {
   }
 }
 
-interface HeadResult {
-  /** Head positions in the final order. */
-  order: Int32Array;
-  /** r_b per head candidate, in input order. */
-  refined: Float64Array;
-  /** Final scores in output order. */
-  scores: Float64Array;
-}
-
 export class AdaptiveReranker implements Reranker {
   private constructor(
     readonly M: number,
@@ -215,87 +187,8 @@ export class AdaptiveReranker implements Reranker {
    * Reranks one query's candidate list (from any source). Arguments, non-finite candidates
    * (dropped, listed in `dropped`) and the result are as SuperGlobalReranker.rerank's.
    */
-  async rerank(query: Vectors, candidates: Candidates): Promise<RerankResult> {
-    if (!isVectors(query) || query.length === 0) {
-      invalidArgument("query", "a non-empty Float32Array or Float64Array", query);
-    }
-    if (candidates === null || typeof candidates !== "object") {
-      invalidArgument("candidates", "an object { ids, descriptors }", candidates);
-    }
-    const { ids, descriptors } = candidates;
-    if (!(ids instanceof Int32Array) && !Array.isArray(ids)) {
-      invalidArgument("candidates.ids", "an Int32Array or an array of integers", ids);
-    }
-    if (!isVectors(descriptors)) {
-      invalidArgument("candidates.descriptors", "a Float32Array or Float64Array", descriptors);
-    }
-    const n = ids.length;
-    const d = query.length;
-    if (!(ids instanceof Int32Array)) {
-      for (let i = 0; i < n; i++) {
-        if (!Number.isInteger(ids[i]) || Math.abs(ids[i]!) > 2 ** 31 - 1) {
-          invalidArgument(`candidates.ids[${i}]`, "an int32 integer", ids[i]);
-        }
-      }
-    }
-    const fullHead = Math.min(this.M, n);
-    const given = descriptors.length / d;
-    if (!Number.isInteger(given) || given < fullHead || given > n) {
-      throw new SuperglobalError(
-        "INVALID_ARGUMENT",
-        `candidates.descriptors has ${descriptors.length} values, not between ${fullHead} and ${n} rows of ${d} (the query's dimension)`,
-        { input: "candidates.descriptors" },
-      );
-    }
-    if (!rowIsFinite(query, 0, d)) {
-      throw new SuperglobalError(
-        "INVALID_ARGUMENT",
-        "query is not finite (NaN or infinite values: an image that failed to extract?)",
-        { input: "query" },
-      );
-    }
-    // Candidates whose descriptor is not finite are dropped: never ranked, never a neighbour.
-    const keep: number[] = [];
-    const dropped: number[] = [];
-    for (let j = 0; j < given; j++) {
-      if (rowIsFinite(descriptors, j * d, d)) keep.push(j);
-      else dropped.push(ids[j]!);
-    }
-    let kept: ArrayLike<number> = ids;
-    let g = descriptors;
-    if (dropped.length > 0) {
-      const rest = Array.from({ length: n - given }, (_, i) => ids[given + i]!);
-      kept = [...keep.map((j) => ids[j]!), ...rest];
-      g =
-        descriptors instanceof Float64Array
-          ? new Float64Array(keep.length * d)
-          : new Float32Array(keep.length * d);
-      keep.forEach((j, i) => {
-        g.set(descriptors.subarray(j * d, (j + 1) * d), i * d);
-      });
-    }
-    // Descriptors given for the head only: the head shrinks by what was dropped from it.
-    const head = Math.min(this.M, kept.length, keep.length);
-    const out = Int32Array.from(kept);
-    const droppedIds = Int32Array.from(dropped);
-    if (head === 0) {
-      return {
-        ids: out,
-        head,
-        dropped: droppedIds,
-        refinedScores: new Float64Array(0),
-        scores: new Float64Array(0),
-      };
-    }
-    const result = await this.rerankHead(query, g.subarray(0, head * d), head, d);
-    for (let j = 0; j < head; j++) out[j] = kept[result.order[j]!]!;
-    return {
-      ids: out,
-      head,
-      dropped: droppedIds,
-      refinedScores: result.refined,
-      scores: result.scores,
-    };
+  rerank(query: Vectors, candidates: Candidates): Promise<RerankResult> {
+    return rerankCandidates(this.M, query, candidates, (q, g, m, d) => this.rerankHead(q, g, m, d));
   }
 
   async release(): Promise<void> {

@@ -20,7 +20,7 @@
  * neighbour sets and weights are then those of a float64 computation.
  */
 
-import { dotRows, dotVector } from "../core/dot.ts";
+import { dotRows, dotVector, float32DotBound } from "../core/dot.ts";
 import {
   assertFiniteRows,
   checkMatrix,
@@ -38,6 +38,7 @@ import {
   invalidArgument,
   SuperglobalError,
 } from "../errors.ts";
+import { type HeadResult, rerankCandidates } from "./candidates.ts";
 import { gramFloat64, OnnxGram } from "./gram.ts";
 
 export interface SuperGlobalRerankOptions {
@@ -99,26 +100,6 @@ export interface RerankRanksResult {
   head: number;
   /** [nq, head] r values per query, in the input order of each head. */
   refinedScores: Float64Array;
-}
-
-interface HeadResult {
-  order: Int32Array;
-  refined: Float64Array;
-  scores: Float64Array;
-}
-
-/**
- * Relative rounding bound of a float32 dot product of length d, |err| ≤ γ_d·Σ|a_i·b_i| ≤
- * γ_d·‖a‖·‖b‖, plus the rounding of float64 inputs to float32 (3u) where that happens.
- */
-function float32DotBound(d: number, roundedInputs: boolean): number {
-  const u = 2 ** -24;
-  const gamma = (d * u) / (1 - d * u);
-  return 2 * (gamma + (roundedInputs ? 3 * u : 0)); // twice the bound, as a margin
-}
-
-function isVectors(value: unknown): value is Vectors {
-  return value instanceof Float32Array || value instanceof Float64Array;
 }
 
 /** out += w·g[go..go+d). */
@@ -190,87 +171,8 @@ export class SuperGlobalReranker {
   }
 
   /** Reranks one query's candidate list (from any source). */
-  async rerank(query: Vectors, candidates: Candidates): Promise<RerankResult> {
-    if (!isVectors(query) || query.length === 0) {
-      invalidArgument("query", "a non-empty Float32Array or Float64Array", query);
-    }
-    if (candidates === null || typeof candidates !== "object") {
-      invalidArgument("candidates", "an object { ids, descriptors }", candidates);
-    }
-    const { ids, descriptors } = candidates;
-    if (!(ids instanceof Int32Array) && !Array.isArray(ids)) {
-      invalidArgument("candidates.ids", "an Int32Array or an array of integers", ids);
-    }
-    if (!isVectors(descriptors)) {
-      invalidArgument("candidates.descriptors", "a Float32Array or Float64Array", descriptors);
-    }
-    const n = ids.length;
-    const d = query.length;
-    if (!(ids instanceof Int32Array)) {
-      for (let i = 0; i < n; i++) {
-        if (!Number.isInteger(ids[i]) || Math.abs(ids[i]!) > 2 ** 31 - 1) {
-          invalidArgument(`candidates.ids[${i}]`, "an int32 integer", ids[i]);
-        }
-      }
-    }
-    const fullHead = Math.min(this.M, n);
-    const given = descriptors.length / d;
-    if (!Number.isInteger(given) || given < fullHead || given > n) {
-      throw new SuperglobalError(
-        "INVALID_ARGUMENT",
-        `candidates.descriptors has ${descriptors.length} values, not between ${fullHead} and ${n} rows of ${d} (the query's dimension)`,
-        { input: "candidates.descriptors" },
-      );
-    }
-    if (!rowIsFinite(query, 0, d)) {
-      throw new SuperglobalError(
-        "INVALID_ARGUMENT",
-        "query is not finite (NaN or infinite values: an image that failed to extract?)",
-        { input: "query" },
-      );
-    }
-    // Candidates whose descriptor is not finite are dropped: they cannot be ranked.
-    const keep: number[] = [];
-    const dropped: number[] = [];
-    for (let j = 0; j < given; j++) {
-      if (rowIsFinite(descriptors, j * d, d)) keep.push(j);
-      else dropped.push(ids[j]!);
-    }
-    let kept: ArrayLike<number> = ids;
-    let g = descriptors;
-    if (dropped.length > 0) {
-      const rest = Array.from({ length: n - given }, (_, i) => ids[given + i]!);
-      kept = [...keep.map((j) => ids[j]!), ...rest];
-      g =
-        descriptors instanceof Float64Array
-          ? new Float64Array(keep.length * d)
-          : new Float32Array(keep.length * d);
-      keep.forEach((j, i) => {
-        g.set(descriptors.subarray(j * d, (j + 1) * d), i * d);
-      });
-    }
-    // Descriptors given for the head only: the head shrinks by what was dropped from it.
-    const head = Math.min(this.M, kept.length, keep.length);
-    const out = Int32Array.from(kept);
-    const droppedIds = Int32Array.from(dropped);
-    if (head === 0) {
-      return {
-        ids: out,
-        head,
-        dropped: droppedIds,
-        refinedScores: new Float64Array(0),
-        scores: new Float64Array(0),
-      };
-    }
-    const result = await this.rerankHead(query, g.subarray(0, head * d), head, d);
-    for (let j = 0; j < head; j++) out[j] = kept[result.order[j]!]!;
-    return {
-      ids: out,
-      head,
-      dropped: droppedIds,
-      refinedScores: result.refined,
-      scores: result.scores,
-    };
+  rerank(query: Vectors, candidates: Candidates): Promise<RerankResult> {
+    return rerankCandidates(this.M, query, candidates, (q, g, m, d) => this.rerankHead(q, g, m, d));
   }
 
   /**
