@@ -4,29 +4,21 @@
  * every model command shares (declared once in src/cli/options.ts).
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { Command } from "commander";
 import { addModelOptions, addThreadsOption, modelOptionsFrom } from "../src/cli/options.ts";
 import { SuperglobalError } from "../src/errors.ts";
 import { writeNpy } from "../src/io/npy.ts";
+import { runCli } from "./helpers/cli.ts";
 import { fixture, fixturesDir, sharedOnly } from "./helpers/shared.ts";
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const dir = mkdtempSync(join(tmpdir(), "sg-cli-checks-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-    cwd: repoRoot,
-    encoding: "utf8",
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]) => runCli(args);
 
 /** One clear message: exit 1, one line on stderr, no stack trace. */
 function assertOneMessage(r: ReturnType<typeof cli>, pattern: RegExp): void {

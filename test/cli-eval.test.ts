@@ -4,24 +4,15 @@
  * JSON holds the unrounded fractions.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { readMatrixI32, writeNpy } from "../src/io/npy.ts";
+import { runCli } from "./helpers/cli.ts";
 import { assetsDir, fixture, sharedOnly } from "./helpers/shared.ts";
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "eval", ...args], {
-    cwd: repoRoot,
-    encoding: "utf8",
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]) => runCli(["eval", ...args]);
 
 const gnd = (dataset: string, ext = "pkl") =>
   join(assetsDir, "revisitop-gnd", `gnd_${dataset}.${ext}`);

@@ -4,27 +4,19 @@
  * middle reported by name with a NaN row and exit code 1, and the saved model giving the same rows.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { after, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { DESCRIPTOR_DIM, Extractor } from "../src/descriptor/extractor.ts";
 import { readNpy } from "../src/io/npy.ts";
+import { runCli } from "./helpers/cli.ts";
 import { fixture, fixturesDir, manifest, sharedOnly } from "./helpers/shared.ts";
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const dir = mkdtempSync(join(tmpdir(), "superglobal-cli-extract-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-    cwd: repoRoot,
-    encoding: "utf8",
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]) => runCli(args);
 
 test(
   "build-model, then extract from the checkpoint and from the model: same rows, bad file named",

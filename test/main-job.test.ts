@@ -6,13 +6,14 @@
  * index a clean run gives.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import sharp from "sharp";
 import { Index } from "../src/app/photo-index.ts";
+import { runCli } from "./helpers/cli.ts";
 import { assetsDir } from "./helpers/shared.ts";
 
 const photosDir = join(assetsDir, "debian-photos");
@@ -35,14 +36,7 @@ const SOURCES = [
   "lomiri/Bridge_by_Sander_Klootwijk.jpg",
 ];
 
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-    encoding: "utf8",
-    env: { ...process.env, SUPERGLOBAL_CACHE: cache },
-    timeout: 300_000,
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]) => runCli(args, { SUPERGLOBAL_CACHE: cache });
 
 before(async () => {
   if (!available) return;

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 export const sharedDir = process.env["SUPERGLOBAL_SHARED"] ?? resolve(repoRoot, "..", "shared");
 export const fixturesDir = join(sharedDir, "fixtures", "superglobal-r50");
