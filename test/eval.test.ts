@@ -25,6 +25,7 @@ import {
   PROTOCOLS,
 } from "../src/eval/revisitop-map.ts";
 import { readMatrixI32 } from "../src/io/npy.ts";
+import { mulberry32 as rng } from "./helpers/random.ts";
 import { assetsDir, fixture, sharedOnly } from "./helpers/shared.ts";
 
 const gndPath = (dataset: string, ext: "pkl" | "json") =>
@@ -262,18 +263,6 @@ function oracle(row: number[], ok: number[], junk: number[], kappas: number[]) {
     return pos.filter((p) => p + 1 <= kq).length / kq;
   });
   return { ap, prs };
-}
-
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 test("computeMap equals an independent oracle on random rankings", () => {

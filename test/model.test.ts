@@ -32,22 +32,12 @@ import { regionalGem } from "../src/pooling/reference/regional-gem.ts";
 import { l2Normalize, linear } from "../src/pooling/vector.ts";
 import { OnnxGraph } from "../src/runtime/onnx-graph.ts";
 import { OnnxSession } from "../src/runtime/session.ts";
+import { mulberry32 as prng } from "./helpers/random.ts";
 import { fixture, manifest, sharedOnly } from "./helpers/shared.ts";
 
 // ---------------------------------------------------------------------------------------------
 // An independent float64 reference of the backbone (spec §3, floors from the §4.6 table), with
 // BatchNorm applied literally, for synthetic random state dicts.
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Map3 {
   data: Float64Array;

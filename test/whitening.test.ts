@@ -21,6 +21,7 @@ import {
   whiteningHead,
   writeWhitening,
 } from "../src/pooling/whitening.ts";
+import { mulberry32 as random } from "./helpers/random.ts";
 import { assetsDir } from "./helpers/shared.ts";
 
 const dirs: string[] = [];
@@ -32,18 +33,6 @@ function tempDir(): string {
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * `rows` L2-normalised non-negative descriptors of `channels` values with correlated channels

@@ -45,9 +45,9 @@
 import { dotRows, dotVector, float32DotBound } from "../core/dot.ts";
 import type { Vectors } from "../core/matrix.ts";
 import { argsortDesc } from "../core/topk.ts";
-import { assertInteger, assertNumber, assertOneOf } from "../errors.ts";
+import { assertInteger, assertNumber } from "../errors.ts";
 import { type HeadResult, rerankCandidates } from "./candidates.ts";
-import { gramFloat64, OnnxGram } from "./gram.ts";
+import { gramFloat64, gramFromOptions, type OnnxGram } from "./gram.ts";
 import type { Reranker } from "./reranker.ts";
 import type { Candidates, RerankResult } from "./superglobal-rerank.ts";
 
@@ -175,11 +175,7 @@ export class AdaptiveReranker implements Reranker {
     const K = assertInteger("K", options.K ?? 9, 0);
     const beta = assertNumber("beta", options.beta ?? 0.15, 0);
     const R = assertInteger("R", options.R ?? 5, 1);
-    const mode = assertOneOf("gram", options.gram ?? "onnx", ["onnx", "float64"] as const);
-    const threads =
-      options.threads === undefined ? undefined : assertInteger("threads", options.threads, 1);
-    const gram =
-      mode === "onnx" ? await OnnxGram.create(threads === undefined ? {} : { threads }) : undefined;
+    const gram = await gramFromOptions(options);
     return new AdaptiveReranker(M, K, beta, R, gram);
   }
 

@@ -4,6 +4,7 @@
  * float64 that computes each symmetric pair once (slow, exact to float64 rounding).
  */
 import { dotRows } from "../core/dot.ts";
+import { assertInteger, assertOneOf } from "../errors.ts";
 import { OnnxGraph } from "../runtime/onnx-graph.ts";
 import { OnnxSession } from "../runtime/session.ts";
 
@@ -46,4 +47,18 @@ export function gramFloat64(g: Float32Array | Float64Array, m: number, d: number
     }
   }
   return a;
+}
+
+/**
+ * The Gram engine a reranker's options ask for: onnxruntime (float32, the default; `threads`
+ * checked here) or undefined for the plain float64 product.
+ */
+export async function gramFromOptions(options: {
+  gram?: "onnx" | "float64";
+  threads?: number;
+}): Promise<OnnxGram | undefined> {
+  const mode = assertOneOf("gram", options.gram ?? "onnx", ["onnx", "float64"] as const);
+  const threads =
+    options.threads === undefined ? undefined : assertInteger("threads", options.threads, 1);
+  return mode === "onnx" ? OnnxGram.create(threads === undefined ? {} : { threads }) : undefined;
 }

@@ -31,15 +31,9 @@ import {
   type Vectors,
 } from "../core/matrix.ts";
 import { argsortDesc } from "../core/topk.ts";
-import {
-  assertInteger,
-  assertNumber,
-  assertOneOf,
-  invalidArgument,
-  SuperglobalError,
-} from "../errors.ts";
+import { assertInteger, assertNumber, invalidArgument, SuperglobalError } from "../errors.ts";
 import { type HeadResult, rerankCandidates } from "./candidates.ts";
-import { gramFloat64, OnnxGram } from "./gram.ts";
+import { gramFloat64, gramFromOptions, type OnnxGram } from "./gram.ts";
 
 export interface SuperGlobalRerankOptions {
   /** Size of the reranked head (default 400). */
@@ -162,11 +156,7 @@ export class SuperGlobalReranker {
     const M = assertInteger("M", options.M ?? 400, 1);
     const K = assertInteger("K", options.K ?? 9, 0);
     const beta = assertNumber("beta", options.beta ?? 0.15, 0);
-    const mode = assertOneOf("gram", options.gram ?? "onnx", ["onnx", "float64"] as const);
-    const threads =
-      options.threads === undefined ? undefined : assertInteger("threads", options.threads, 1);
-    const gram =
-      mode === "onnx" ? await OnnxGram.create(threads === undefined ? {} : { threads }) : undefined;
+    const gram = await gramFromOptions(options);
     return new SuperGlobalReranker(M, K, beta, gram);
   }
 

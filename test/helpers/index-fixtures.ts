@@ -1,6 +1,8 @@
 /** Deterministic test data for the index store tests (shared with their child processes). */
 import { createHash } from "node:crypto";
 
+export { mulberry32 as seeded } from "./random.ts";
+
 /** A descriptor that depends only on `path`: finite, varied float32 values. */
 export function descriptorFor(path: string, dim: number): Float32Array {
   let seed = 2166136261;
@@ -13,15 +15,4 @@ export function descriptorFor(path: string, dim: number): Float32Array {
 /** The sha256 a test entry claims (of its path: no file needed). */
 export function hashOf(path: string): string {
   return createHash("sha256").update(path).digest("hex");
-}
-
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
-export function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -4,19 +4,9 @@
  * each format (zip end record / central directory / local headers, .npy header dict, pickle
  * opcodes, PNG IHDR, JPEG SOF, JSON numbers). Every mutation is a pure function of (bytes, seed).
  */
+import { mulberry32 as rng } from "./random.ts";
 
 export type Format = "zip" | "legacy" | "npy" | "pickle" | "json" | "png" | "jpeg" | "image";
-
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The seed of case `index` of a run seeded `seed` (independent streams per case). */
 export function caseSeed(seed: number, index: number): number {
