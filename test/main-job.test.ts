@@ -167,7 +167,7 @@ test(
   },
 );
 
-test("a SIGKILLed indexer resumes to the index a clean run gives", skip, async () => {
+test("a SIGKILLed indexer (2 jobs) resumes to the index a clean run gives", skip, async () => {
   const clean = join(root, "clean.sgi");
   assert.equal(cli("index", photos, "--index", clean).status, 0);
   const killed = join(root, "killed.sgi");
@@ -175,7 +175,7 @@ test("a SIGKILLed indexer resumes to the index a clean run gives", skip, async (
   await new Promise<void>((resolve) => {
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", "src/cli/main.ts", "index", photos, "--index", killed],
+      ["--import", "tsx", "src/cli/main.ts", "index", photos, "--index", killed, "--jobs", "2"],
       { env: { ...process.env, SUPERGLOBAL_CACHE: cache }, stdio: ["ignore", "ignore", "pipe"] },
     );
     let timer: NodeJS.Timeout | undefined;
@@ -187,7 +187,8 @@ test("a SIGKILLed indexer resumes to the index a clean run gives", skip, async (
       resolve();
     });
   });
-  const resumed = cli("index", photos, "--index", killed);
+  // Resumed with worker threads too: their descriptors must equal the clean one-job run's.
+  const resumed = cli("index", photos, "--index", killed, "--jobs", "2");
   assert.equal(resumed.status, 0, resumed.stderr);
   const a = await Index.open(clean, { readOnly: true, cacheDir: cache });
   const b = await Index.open(killed, { readOnly: true, cacheDir: cache });

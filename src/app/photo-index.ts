@@ -13,14 +13,16 @@
  */
 
 import { createHash } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { Float32Matrix } from "../core/matrix.ts";
 import {
+  type BatchExtractor,
   type DescriptorCache,
   extractMany,
   type StagedExtractor,
 } from "../descriptor/extract-many.ts";
+import { ExtractorPool } from "../descriptor/extract-pool.ts";
 import { Extractor } from "../descriptor/extractor.ts";
 import type { ExtractorOptions } from "../descriptor/options.ts";
 import {
@@ -31,6 +33,7 @@ import {
   SuperglobalError,
 } from "../errors.ts";
 import type { Box } from "../image/crop.ts";
+import { readImageFile } from "../image/decode.ts";
 import type { ImageTensor } from "../image/normalize.ts";
 import {
   type FileState,
@@ -87,6 +90,11 @@ export interface AddOptions {
   commitEvery?: number;
   /** … and at least every this many milliseconds (default 2000). */
   commitMs?: number;
+  /**
+   * Images in flight at once, each in its own worker thread with its own copy of the model
+   * (default 1: one image at a time using every core). See ExtractorPool for what it buys.
+   */
+  jobs?: number;
 }
 
 export interface AddSummary {
@@ -133,6 +141,8 @@ export class Index {
     /** How the model is made (stored in the index). */
     readonly modelSpec: ModelSpec,
     private readonly threads: number | undefined,
+    /** How the model is made in another thread: the spec with this index's runtime options. */
+    private readonly extractorOptions: ExtractorOptions,
   ) {}
 
   /**
@@ -171,7 +181,10 @@ export class Index {
             ...(options.dtype === undefined ? {} : { dtype: options.dtype }),
             extra: { [SPEC_KEY]: spec },
           });
-      return new Index(dir, store, extractor, spec, options.threads);
+      return new Index(dir, store, extractor, spec, options.threads, {
+        ...spec,
+        ...extractorExtras,
+      });
     } catch (error) {
       await extractor.release();
       throw error;
@@ -193,6 +206,7 @@ export class Index {
   async add(paths: readonly string[], options: AddOptions = {}): Promise<AddSummary> {
     const commitEvery = assertInteger("commitEvery", options.commitEvery ?? 32, 1);
     const commitMs = assertInteger("commitMs", options.commitMs ?? 2000, 0);
+    const jobs = assertInteger("jobs", options.jobs ?? 1, 1, 256);
     const files = [...new Set(paths.map((p) => resolve(p)))];
     const summary: AddSummary = { added: 0, updated: 0, unchanged: 0, failed: [] };
     let done = 0;
@@ -248,19 +262,33 @@ export class Index {
       }
     }
 
-    // Each descriptor goes into the store as it is made (the "cache" extractMany fills).
+    // Each descriptor goes into the store as it is made (the "cache" extractMany fills), with the
+    // sha256 of the bytes it was made from.
     const extractor = this.extractor;
     const staged: StagedExtractor<ImageTensor> = {
       dim: extractor.dim,
       extract: (path) => extractor.extract(path),
       async decode(path) {
-        const bytes = await readFileAsImage(path);
+        const bytes = await readImageFile(path);
         const entry = todo.get(path);
         if (entry !== undefined) entry.hash = createHash("sha256").update(bytes).digest("hex");
         return extractor.prepare(bytes, { name: path });
       },
       infer: (tensor) => extractor.infer(tensor),
     };
+    const pool = jobs > 1 && todo.size > 0 ? await this.pool(Math.min(jobs, todo.size)) : undefined;
+    const pooled: BatchExtractor | undefined =
+      pool === undefined
+        ? undefined
+        : {
+            dim: pool.dim,
+            async extract(path) {
+              const { descriptor, sha256 } = await pool.describe(path);
+              const entry = todo.get(path);
+              if (entry !== undefined) entry.hash = sha256;
+              return descriptor;
+            },
+          };
     const sink: DescriptorCache = {
       dim: extractor.dim,
       get: () => undefined,
@@ -277,9 +305,11 @@ export class Index {
       },
     };
     try {
-      await extractMany([...todo.keys()], staged, {
+      await extractMany([...todo.keys()], pooled ?? staged, {
         cache: sink,
         keep: false,
+        // Two per worker: each has its next image waiting while it runs one.
+        ...(pool === undefined ? {} : { concurrency: 2 * pool.jobs }),
         ...(options.signal === undefined ? {} : { signal: options.signal }),
         onProgress: (e) => {
           const entry = todo.get(e.path) as FileStat & { status: string; hash?: string };
@@ -291,6 +321,7 @@ export class Index {
     } finally {
       // Whatever was described before an abort or a bug is kept.
       if (pending > 0) commit();
+      await pool?.release();
     }
     return summary;
   }
@@ -411,6 +442,19 @@ export class Index {
     await this.extractor.release();
   }
 
+  /** `jobs` extraction workers with this index's model (checked to be the same model). */
+  private async pool(jobs: number): Promise<ExtractorPool> {
+    // Threads per worker: the index's `threads` when given, else the cores shared out.
+    const pool = await ExtractorPool.create(this.extractorOptions, jobs);
+    if (pool.identity !== this.extractor.identity) {
+      await pool.release();
+      throw new Error(
+        `extraction workers made model ${pool.identity}, not ${this.extractor.identity}`,
+      );
+    }
+    return pool;
+  }
+
   private async reranker(mode: Exclude<RerankMode, "off">): Promise<Reranker> {
     let r = this.rerankers.get(mode);
     if (r === undefined) {
@@ -445,12 +489,3 @@ function absoluteSpec(spec: ModelSpec): ModelSpec {
 
 /** A file's size and modification time, as the store compares them. */
 type FileStat = Omit<FileState, "path">;
-
-/** The bytes of an image file; a read error becomes a SuperglobalError naming the file. */
-async function readFileAsImage(path: string): Promise<Uint8Array> {
-  try {
-    return await readFile(path);
-  } catch (cause) {
-    throw fileError(path, "cannot read the image", cause, "BAD_IMAGE");
-  }
-}

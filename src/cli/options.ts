@@ -109,8 +109,17 @@ export function addModelOptions(command: Command, { build = false } = {}): void 
 export function addThreadsOption(command: Command): void {
   command.option(
     "--threads <n>",
-    "onnxruntime threads (default: all cores)",
+    "onnxruntime threads (per job with --jobs; default: all cores, shared out among the jobs)",
     intOption("--threads", 1, 1024),
+  );
+}
+
+/** --jobs: images in flight at once, each in its own worker thread with its own model copy. */
+export function addJobsOption(command: Command): void {
+  command.option(
+    "--jobs <n>",
+    "images in flight at once, each in a worker thread with its own copy of the model (default 1: one image at a time on all cores, the faster on 2 cores)",
+    intOption("--jobs", 1, 256),
   );
 }
 

@@ -5,7 +5,7 @@
  * while the current one is in inference when the extractor has separate steps for the two.
  */
 import { resolve } from "node:path";
-import { SuperglobalError } from "../errors.ts";
+import { assertInteger, SuperglobalError } from "../errors.ts";
 import { type Box, clipBox } from "../image/crop.ts";
 import { imageSize } from "../image/decode.ts";
 
@@ -80,6 +80,11 @@ export interface ExtractManyOptions {
    * made (through `cache`) pass false, so memory stays flat however many images there are.
    */
   keep?: boolean;
+  /**
+   * Items in flight at once (default 1). Only worth more than 1 with an extractor that runs them
+   * in parallel (an ExtractorPool); with one Extractor they would only take turns.
+   */
+  concurrency?: number;
 }
 
 export interface ExtractManyResult {
@@ -96,6 +101,12 @@ export interface ExtractManyResult {
 /** The cache key of an item: as `superglobal extract` has always keyed its cache. */
 export function extractKey(path: string, bbox?: Box): string {
   return bbox === undefined ? resolve(path) : `${resolve(path)} ${bbox.join(",")}`;
+}
+
+/** An item a lane has taken, with its decode already started when it is not in the cache. */
+interface Claimed {
+  index: number;
+  decoded?: Promise<Settled<unknown>>;
 }
 
 interface Job {
@@ -176,80 +187,110 @@ export async function extractMany(
     descriptors!.set(vector, index * dim);
   };
 
-  // With separate steps, the decode of the next image not in the cache runs during this inference.
+  const concurrency =
+    options.concurrency === undefined
+      ? 1
+      : assertInteger("concurrency", options.concurrency, 1, 1024);
+  // Items are taken in input order by `concurrency` lanes. With separate steps, a lane claims its
+  // next item and starts decoding it as soon as its current one goes into inference.
   const staged = isStaged(extractor) ? extractor : undefined;
-  let prefetched: { index: number; decoded: Promise<Settled<unknown>> } | undefined;
-  const decode = (index: number): Promise<Settled<unknown>> => {
-    if (prefetched?.index === index) return prefetched.decoded;
+  let cursor = 0;
+  let done = 0;
+  let stopped = false;
+  const claim = (): number | undefined => (stopped || cursor >= jobs.length ? undefined : cursor++);
+  const claimAhead = (): Claimed | undefined => {
+    const index = claim();
+    if (index === undefined) return undefined;
     const job = jobs[index]!;
-    return settle(staged!.decode(job.path, job.input));
+    if (fromCache(job) !== undefined) return { index };
+    return { index, decoded: settle(staged!.decode(job.path, job.input)) };
   };
-  const prefetchAfter = (index: number): void => {
-    prefetched = undefined;
-    for (let j = index + 1; j < jobs.length; j++) {
-      if (fromCache(jobs[j]!) !== undefined) continue;
-      const job = jobs[j]!;
-      prefetched = { index: j, decoded: settle(staged!.decode(job.path, job.input)) };
-      return;
+
+  const lane = async (): Promise<void> => {
+    let ahead: Claimed | undefined;
+    for (;;) {
+      signal?.throwIfAborted();
+      let current = ahead;
+      ahead = undefined;
+      if (current === undefined) {
+        const index = claim();
+        if (index === undefined) return;
+        current = { index };
+      }
+      const { index } = current;
+      const job = jobs[index]!;
+      const start = performance.now();
+      let error: SuperglobalError | undefined;
+      let vector = fromCache(job);
+      const hit = vector !== undefined;
+      if (hit) {
+        cached += 1;
+      } else {
+        try {
+          if (options.onWarning !== undefined && job.input.bbox !== undefined) {
+            await warnIfClipped(job.path, job.input.bbox, options.onWarning);
+          }
+          if (staged !== undefined) {
+            const decoded = await (current.decoded ?? settle(staged.decode(job.path, job.input)));
+            ahead = claimAhead();
+            if (!decoded.ok) throw decoded.error;
+            vector = await staged.infer(decoded.value);
+          } else {
+            // An extractor without separate steps decodes and infers in one call.
+            vector = await extractor.extract(job.path, job.input);
+          }
+          if (!allFinite(vector)) {
+            throw new SuperglobalError(
+              "BAD_IMAGE",
+              `${job.path}: the descriptor is not finite (NaN or infinite values)`,
+              { input: job.path },
+            );
+          }
+        } catch (caught) {
+          if (!(caught instanceof SuperglobalError)) throw caught;
+          error = caught;
+          vector = undefined;
+        }
+      }
+      if (vector !== undefined) {
+        if (keep) place(index, vector, job.path);
+        if (!hit) cache?.add(job.key, vector);
+      }
+      let message: string | undefined;
+      if (error !== undefined) {
+        // Our messages name their input; some (a bad box) name something else: add the file.
+        message = error.message.includes(job.path)
+          ? error.message
+          : `${job.path}: ${error.message}`;
+        failures.push({ index, path: job.path, message, error });
+      }
+      done += 1;
+      options.onProgress?.({
+        done,
+        total: jobs.length,
+        index,
+        path: job.path,
+        ok: error === undefined,
+        ...(message === undefined ? {} : { error: message }),
+        ms: performance.now() - start,
+        cached: hit,
+      });
     }
   };
 
-  for (const [index, job] of jobs.entries()) {
-    signal?.throwIfAborted();
-    const start = performance.now();
-    let error: SuperglobalError | undefined;
-    let vector = fromCache(job);
-    const hit = vector !== undefined;
-    if (hit) {
-      cached += 1;
-    } else {
-      try {
-        if (options.onWarning !== undefined && job.input.bbox !== undefined) {
-          await warnIfClipped(job.path, job.input.bbox, options.onWarning);
-        }
-        if (staged !== undefined) {
-          const decoded = await decode(index);
-          prefetchAfter(index);
-          if (!decoded.ok) throw decoded.error;
-          vector = await staged.infer(decoded.value);
-        } else {
-          // An extractor without separate steps decodes and infers in one call: no overlap here.
-          vector = await extractor.extract(job.path, job.input);
-        }
-        if (!allFinite(vector)) {
-          throw new SuperglobalError(
-            "BAD_IMAGE",
-            `${job.path}: the descriptor is not finite (NaN or infinite values)`,
-            { input: job.path },
-          );
-        }
-      } catch (caught) {
-        if (!(caught instanceof SuperglobalError)) throw caught;
-        error = caught;
-        vector = undefined;
-      }
-    }
-    if (vector !== undefined) {
-      if (keep) place(index, vector, job.path);
-      if (!hit) cache?.add(job.key, vector);
-    }
-    let message: string | undefined;
-    if (error !== undefined) {
-      // Our messages name their input; some (a bad box) name something else: add the file.
-      message = error.message.includes(job.path) ? error.message : `${job.path}: ${error.message}`;
-      failures.push({ index, path: job.path, message, error });
-    }
-    options.onProgress?.({
-      done: index + 1,
-      total: jobs.length,
-      index,
-      path: job.path,
-      ok: error === undefined,
-      ...(message === undefined ? {} : { error: message }),
-      ms: performance.now() - start,
-      cached: hit,
-    });
-  }
+  // A bug or an abort in one lane stops the others after their current item; the job waits for
+  // them, so nothing reaches the cache after extractMany has returned or thrown.
+  let stop: { error: unknown } | undefined;
+  await Promise.all(
+    Array.from({ length: concurrency }, () =>
+      lane().catch((error: unknown) => {
+        stopped = true;
+        stop ??= { error };
+      }),
+    ),
+  );
+  if (stop !== undefined) throw stop.error;
+  failures.sort((a, b) => a.index - b.index);
 
   const d = dim ?? 0;
   const out = descriptors ?? new Float32Array(0);

@@ -89,7 +89,8 @@ export async function decodeImage(input: string | Uint8Array, name?: string): Pr
   return { width, height, data: toBgr(data, pixels, channels, label) };
 }
 
-async function readImageFile(path: string, label: string): Promise<Uint8Array> {
+/** The bytes of an image file; a read error is BAD_IMAGE (NOT_FOUND when missing) naming `label`. */
+export async function readImageFile(path: string, label = path): Promise<Uint8Array> {
   try {
     return await readFile(path);
   } catch (err) {

@@ -9,6 +9,7 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { extractMany } from "../../descriptor/extract-many.ts";
+import { ExtractorPool } from "../../descriptor/extract-pool.ts";
 import { Extractor } from "../../descriptor/extractor.ts";
 import type { ExtractorOptions } from "../../descriptor/options.ts";
 import { fileError, SuperglobalError } from "../../errors.ts";
@@ -16,6 +17,7 @@ import { DescriptorStore } from "../../index/store.ts";
 import { writeNpy } from "../../io/npy.ts";
 import { assertWritable } from "../../io/writable.ts";
 import {
+  addJobsOption,
   addModelOptions,
   addThreadsOption,
   BOX_RULE,
@@ -27,6 +29,7 @@ import { progress } from "../progress.ts";
 
 interface ExtractFlags extends ModelFlags {
   bbox?: [number, number, number, number];
+  jobs?: number;
   cache?: string;
   list?: string;
   out: string;
@@ -64,6 +67,7 @@ export function register(program: Command): void {
     boxOption,
   );
   addThreadsOption(command);
+  addJobsOption(command);
   command
     .option(
       "--cache <dir>",
@@ -89,7 +93,9 @@ export async function runExtract(
   flags: ExtractFlags,
   options: ExtractorOptions,
 ): Promise<void> {
-  const extractor = await Extractor.create(options);
+  const jobs = flags.jobs ?? 1;
+  const extractor =
+    jobs > 1 ? await ExtractorPool.create(options, jobs) : await Extractor.create(options);
   const dim = extractor.dim;
   let store: DescriptorStore | undefined;
   const warnings: string[] = [];
@@ -107,6 +113,8 @@ export async function runExtract(
         {
           dim,
           ...(store === undefined ? {} : { cache: store }),
+          // Two per worker: each has its next image waiting while it runs one.
+          ...(jobs > 1 ? { concurrency: 2 * jobs } : {}),
           onProgress: (event) => bar.tick(event.path),
           onWarning: (message) => warnings.push(message),
         },

@@ -7,7 +7,7 @@ import type { Command } from "commander";
 import { Index } from "../../app/photo-index.ts";
 import { findImages } from "../../app/scan.ts";
 import { addIndexModelOptions, type IndexModelFlags, modelSpecFrom } from "../index-options.ts";
-import { intOption } from "../options.ts";
+import { addJobsOption, addThreadsOption } from "../options.ts";
 import { progress } from "../progress.ts";
 
 interface IndexFlags extends IndexModelFlags {
@@ -15,6 +15,7 @@ interface IndexFlags extends IndexModelFlags {
   recursive: boolean;
   prune: boolean;
   threads?: number;
+  jobs?: number;
   float16: boolean;
 }
 
@@ -26,12 +27,9 @@ export function register(program: Command): void {
     .requiredOption("--index <dir>", "the index folder (created if absent), e.g. photos.sgi")
     .option("--no-recursive", "only the folders' own files, not their sub-folders")
     .option("--prune", "also drop indexed images whose files are gone")
-    .option("--float16", "store descriptors as float16 (half the disk; new index only)")
-    .option(
-      "--threads <n>",
-      "onnxruntime threads (default: all cores)",
-      intOption("--threads", 1, 1024),
-    );
+    .option("--float16", "store descriptors as float16 (half the disk; new index only)");
+  addThreadsOption(command);
+  addJobsOption(command);
   addIndexModelOptions(command);
   command.action(async (paths: string[], flags: IndexFlags) => {
     await runIndex(paths, flags);
@@ -55,7 +53,10 @@ export async function runIndex(roots: string[], flags: IndexFlags): Promise<void
     const bar = progress("index", files.length);
     const summary = await (async () => {
       try {
-        return await index.add(files, { onProgress: (e) => bar.tick(e.path) });
+        return await index.add(files, {
+          onProgress: (e) => bar.tick(e.path),
+          ...(flags.jobs === undefined ? {} : { jobs: flags.jobs }),
+        });
       } finally {
         bar.stop();
       }
