@@ -5,7 +5,15 @@
  */
 const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
   extract: () => import("./extract.ts"),
-  index: () => import("./index-open.ts"),
+  // `index throughput …`: indexing speed end to end; `index [open] …`: opening 1M descriptors.
+  index: async () => {
+    if (process.argv[3] === "throughput") {
+      const m = await import("./index-throughput.ts");
+      return { main: (args: string[]) => m.main(args.slice(1)) };
+    }
+    const m = await import("./index-open.ts");
+    return { main: (args: string[]) => m.main(args[0] === "open" ? args.slice(1) : args) };
+  },
   "learn-whitening": () => import("./learn-whitening.ts"),
   quality: () => import("./quality.ts"),
   rerank: () => import("./rerank.ts"),
