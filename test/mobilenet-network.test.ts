@@ -48,14 +48,6 @@ function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "superglobal-mobilenet-"));
 }
 
-/** Byte equality of two large arrays (assert.deepEqual would build a huge diff on failure). */
-function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.ok(
-    Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength).equals(expected),
-    what,
-  );
-}
-
 /** `fn` must throw a SuperglobalError with this code whose message and input name `file`. */
 function assertNames(fn: () => unknown, code: string, file: string, pattern?: RegExp): void {
   assert.throws(fn, (e: unknown) => {

@@ -13,7 +13,6 @@
  */
 
 import { createHash } from "node:crypto";
-import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { Float32Matrix } from "../core/matrix.ts";
 import {
@@ -25,26 +24,18 @@ import {
 import { ExtractorPool } from "../descriptor/extract-pool.ts";
 import { Extractor } from "../descriptor/extractor.ts";
 import type { ExtractorOptions } from "../descriptor/options.ts";
-import {
-  assertInteger,
-  assertOneOf,
-  fileError,
-  invalidArgument,
-  SuperglobalError,
-} from "../errors.ts";
+import { assertInteger, assertOneOf, invalidArgument, SuperglobalError } from "../errors.ts";
 import type { Box } from "../image/crop.ts";
 import { readImageFile } from "../image/decode.ts";
 import type { ImageTensor } from "../image/normalize.ts";
-import {
-  type FileState,
-  type IndexInfo,
-  IndexStore,
-  type VectorDtype,
-} from "../index/index-store.ts";
+import { type IndexInfo, IndexStore, type VectorDtype } from "../index/index-store.ts";
 import { AdaptiveReranker } from "../rerank/adaptive-rerank.ts";
 import type { Reranker } from "../rerank/reranker.ts";
 import { SuperGlobalReranker } from "../rerank/superglobal-rerank.ts";
 import { ExactSearch } from "../search/exact-search.ts";
+import { type AddOptions, AddRun, type AddSummary } from "./add-run.ts";
+
+export type { AddEvent, AddOptions, AddSummary } from "./add-run.ts";
 
 /** Reranking modes: `adaptive` (the default: never worse on small groups), `paper`, `off`. */
 export type RerankMode = "adaptive" | "paper" | "off";
@@ -66,42 +57,6 @@ export interface IndexOpenOptions {
   threads?: number;
   /** Model cache folder (see runtime/model-cache.ts). */
   cacheDir?: string;
-}
-
-/** One image finished by `add`. */
-export interface AddEvent {
-  /** Images finished so far (including unchanged ones), 1..total. */
-  done: number;
-  total: number;
-  path: string;
-  status: "added" | "updated" | "unchanged" | "failed";
-  /** Why it failed. */
-  error?: string;
-  /** Milliseconds this image took. */
-  ms: number;
-  /** Images durably committed so far: a killed job keeps at least these. */
-  committed: number;
-}
-
-export interface AddOptions {
-  onProgress?: (event: AddEvent) => void;
-  signal?: AbortSignal;
-  /** Commit at least every this many images (default 32) … */
-  commitEvery?: number;
-  /** … and at least every this many milliseconds (default 2000). */
-  commitMs?: number;
-  /**
-   * Images in flight at once, each in its own worker thread with its own copy of the model
-   * (default 1: one image at a time using every core). See ExtractorPool for what it buys.
-   */
-  jobs?: number;
-}
-
-export interface AddSummary {
-  added: number;
-  updated: number;
-  unchanged: number;
-  failed: Array<{ path: string; reason: string }>;
 }
 
 export interface SearchOptions {
@@ -204,63 +159,12 @@ export class Index {
    * image.
    */
   async add(paths: readonly string[], options: AddOptions = {}): Promise<AddSummary> {
-    const commitEvery = assertInteger("commitEvery", options.commitEvery ?? 32, 1);
-    const commitMs = assertInteger("commitMs", options.commitMs ?? 2000, 0);
-    const jobs = assertInteger("jobs", options.jobs ?? 1, 1, 256);
-    const files = [...new Set(paths.map((p) => resolve(p)))];
-    const summary: AddSummary = { added: 0, updated: 0, unchanged: 0, failed: [] };
-    let done = 0;
-    let committed = 0;
-    let pending = 0;
-    let lastCommit = performance.now();
-    const commit = () => {
-      this.store.commit();
-      committed += pending;
-      pending = 0;
-      lastCommit = performance.now();
-    };
-    const report = (path: string, status: AddEvent["status"], ms: number, error?: string) => {
-      done += 1;
-      options.onProgress?.({
-        done,
-        total: files.length,
-        path,
-        status,
-        ...(error === undefined ? {} : { error }),
-        ms,
-        committed,
-      });
-    };
-    const fail = (path: string, state: FileStat, hash: string | null, reason: string) => {
-      this.store.putFailed({ path, size: state.size, mtimeMs: state.mtimeMs, hash, reason });
-      summary.failed.push({ path, reason });
-      pending += 1;
-      if (pending >= commitEvery || performance.now() - lastCommit >= commitMs) commit();
-    };
+    const run = await this.planAdd(paths, options);
+    const todo = new Map(
+      run.todo.map((f) => [f.path, { file: f, hash: undefined as string | undefined }]),
+    );
 
-    // What changed: unchanged files are done at once; unreadable ones fail without extraction.
-    const todo = new Map<string, FileStat & { status: "new" | "changed"; hash?: string }>();
-    for (const path of files) {
-      const since = performance.now();
-      let state: FileStat;
-      try {
-        const s = await stat(path);
-        state = { size: s.size, mtimeMs: s.mtimeMs };
-        if (!s.isFile()) throw new Error("not a file");
-      } catch (error) {
-        const reason = fileError(path, "cannot read", error).message;
-        fail(path, { size: 0, mtimeMs: 0 }, null, reason);
-        report(path, "failed", performance.now() - since, reason);
-        continue;
-      }
-      const status = this.store.status({ path, ...state });
-      if (status === "unchanged") {
-        summary.unchanged += 1;
-        report(path, "unchanged", performance.now() - since);
-      } else {
-        todo.set(path, { ...state, status });
-      }
-    }
+    const jobs = assertInteger("jobs", options.jobs ?? 1, 1, 256);
 
     // Each descriptor goes into the store as it is made (the "cache" extractMany fills), with the
     // sha256 of the bytes it was made from.
@@ -293,15 +197,8 @@ export class Index {
       dim: extractor.dim,
       get: () => undefined,
       add: (path, descriptor) => {
-        const entry = todo.get(path) as FileStat & { status: string; hash: string };
-        this.store.put(
-          { path, size: entry.size, mtimeMs: entry.mtimeMs, hash: entry.hash },
-          descriptor,
-        );
-        pending += 1;
-        if (entry.status === "changed") summary.updated += 1;
-        else summary.added += 1;
-        if (pending >= commitEvery || performance.now() - lastCommit >= commitMs) commit();
+        const entry = todo.get(path)!;
+        run.put(entry.file, entry.hash!, descriptor);
       },
     };
     try {
@@ -312,18 +209,27 @@ export class Index {
         ...(pool === undefined ? {} : { concurrency: 2 * pool.jobs }),
         ...(options.signal === undefined ? {} : { signal: options.signal }),
         onProgress: (e) => {
-          const entry = todo.get(e.path) as FileStat & { status: string; hash?: string };
-          if (!e.ok) fail(e.path, entry, entry.hash ?? null, e.error ?? "unknown");
-          const status = !e.ok ? "failed" : entry.status === "changed" ? "updated" : "added";
-          report(e.path, status, e.ms, e.error);
+          const { file, hash } = todo.get(e.path)!;
+          if (!e.ok) run.fail(file, hash ?? null, e.error ?? "unknown");
+          const status = !e.ok ? "failed" : file.status === "changed" ? "updated" : "added";
+          run.report(e.path, status, e.ms, e.error);
         },
       });
     } finally {
       // Whatever was described before an abort or a bug is kept.
-      if (pending > 0) commit();
+      run.finish();
       await pool?.release();
     }
-    return summary;
+    return run.summary;
+  }
+
+  /**
+   * The first step of `add`, for callers that describe the images elsewhere (the job queue's
+   * committer): stats the files, reports the unchanged and unreadable ones, and returns the run
+   * whose `todo` lists the files to describe.
+   */
+  planAdd(paths: readonly string[], options: AddOptions = {}): Promise<AddRun> {
+    return AddRun.plan(this.store, paths, options);
   }
 
   /** Drops these paths from the index; returns how many were there. */
@@ -486,6 +392,3 @@ function absoluteSpec(spec: ModelSpec): ModelSpec {
   if (typeof out.whitening === "string") out.whitening = resolve(out.whitening);
   return out;
 }
-
-/** A file's size and modification time, as the store compares them. */
-type FileStat = Omit<FileState, "path">;

@@ -15,6 +15,7 @@ import { register as registerModels } from "./commands/models.ts";
 import { register as registerRerank } from "./commands/rerank.ts";
 import { register as registerSearch } from "./commands/search.ts";
 import { register as registerServe } from "./commands/serve.ts";
+import { register as registerWorker } from "./commands/worker.ts";
 
 const program = new Command()
   .name("superglobal")
@@ -25,6 +26,7 @@ const program = new Command()
 // Subcommands register here, one line each, in pipeline order.
 const commands: Array<(program: Command) => void> = [
   registerIndex,
+  registerWorker,
   registerInfo,
   registerBuildModel,
   registerExtract,
