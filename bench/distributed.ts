@@ -273,7 +273,7 @@ export async function main(args: string[]): Promise<void> {
         ? ""
         : `queue overhead per job, 1 worker against the local run (both --threads ${threads}): **${overheadCpuMs.toFixed(0)} ms of CPU** (indexer + worker + Redis: the file hashed by the indexer and again by the worker, Redis round trips, the base64 descriptor, a commit per batch) and **${overheadMs.toFixed(0)} ms of wall time** (the indexer hashes and commits in its own process, beside the worker: on ${m.cores} cores that work overlaps with extraction, which the local run does in one process; the CPU figure is the cost)`,
     ].join("\n");
-    saveResult(`distributed-${m.date.slice(0, 10)}`, record, summary);
+    saveResult(`distributed-${m.date.slice(0, 10)}-${side}px-s${values.scales}`, record, summary);
     process.stdout.write(`${summary}\n`);
   } finally {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
