@@ -361,10 +361,11 @@ test(
     const address = parseQueueUrl(redis!.url);
     const queue = new Queue(name, { connection: bullConnection(address) });
     try {
-      while ((await queue.getWaitingCount()) === 0) {
-        assert.equal(enqueuer.child.exitCode, null, enqueuer.lines.join("\n"));
-        await new Promise((done) => setTimeout(done, 100));
-      }
+      // Queued, and no worker yet: the enqueuer says so.
+      await enqueuer.waitFor(
+        /no worker is connected to queue second at redis:\/\/127\.0\.0\.1:\d+ yet: start `superglobal worker --queue redis:\/\/127\.0\.0\.1:\d+ --queue-name second`/,
+      );
+      assert.equal(await queue.getWaitingCount(), 1);
       rmSync(image);
       const worker = start(workerArgs(name));
       const end = await enqueuer.exited;
