@@ -4,6 +4,7 @@
  * benchmark on real photos (`quality`); results go to bench/results/.
  */
 const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
+  distributed: () => import("./distributed.ts"),
   extract: () => import("./extract.ts"),
   // `index throughput …`: indexing speed end to end; `index [open] …`: opening 1M descriptors.
   index: async () => {

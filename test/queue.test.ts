@@ -115,7 +115,11 @@ function start(args: string[]): Running {
   };
 }
 
-/** Locks short enough that a killed worker's job is retried within seconds, long enough for a busy machine. */
+/**
+ * Locks short enough that a killed worker's job is retried within seconds, long enough that a
+ * live worker on a machine busy with the whole test suite keeps renewing its lock (a lock lost
+ * by a live worker would describe an image twice, which the test counts).
+ */
 const workerArgs = (name = DEFAULT_QUEUE_NAME) => [
   "worker",
   "--queue",
@@ -125,9 +129,9 @@ const workerArgs = (name = DEFAULT_QUEUE_NAME) => [
   "--threads",
   "1",
   "--lock-ms",
-  "5000",
+  "10000",
   "--stalled-ms",
-  "1000",
+  "2000",
 ];
 const describing = /^worker: describing /;
 
@@ -361,10 +365,11 @@ test(
     const address = parseQueueUrl(redis!.url);
     const queue = new Queue(name, { connection: bullConnection(address) });
     try {
-      while ((await queue.getWaitingCount()) === 0) {
-        assert.equal(enqueuer.child.exitCode, null, enqueuer.lines.join("\n"));
-        await new Promise((done) => setTimeout(done, 100));
-      }
+      // Queued, and no worker yet: the enqueuer says so.
+      await enqueuer.waitFor(
+        /no worker is connected to queue second at redis:\/\/127\.0\.0\.1:\d+ yet: start `superglobal worker --queue redis:\/\/127\.0\.0\.1:\d+ --queue-name second`/,
+      );
+      assert.equal(await queue.getWaitingCount(), 1);
       rmSync(image);
       const worker = start(workerArgs(name));
       const end = await enqueuer.exited;

@@ -56,6 +56,8 @@ export interface QueueIndexOptions
   batch?: number;
   /** How long to wait between looks at the queue when nothing came (ms, default 200). */
   pollMs?: number;
+  /** Things the user should know while waiting (no worker connected yet). */
+  onNotice?: (message: string) => void;
 }
 
 /** Redis key of the queue's claim (outside BullMQ's own keys). */
@@ -113,6 +115,7 @@ export async function indexOnQueue(
       }
     }
     let failedCount = -1;
+    let noticed = false;
 
     while (next < order.length || outstanding.size > 0) {
       options.signal?.throwIfAborted();
@@ -150,10 +153,20 @@ export async function indexOnQueue(
         await queue.addBulk(adds);
         for (const a of adds) outstanding.add((a.opts as { jobId: string }).jobId);
         progressed = true;
+        if (!noticed) {
+          noticed = true;
+          // Without a worker nothing happens: say so once (CLIENT LIST may be refused: then skip).
+          const workers = await queue.getWorkersCount().catch(() => -1);
+          if (workers === 0) {
+            options.onNotice?.(
+              `no worker is connected to queue ${name} at ${address.display} yet: start \`superglobal worker --queue ${address.display}${name === DEFAULT_QUEUE_NAME ? "" : ` --queue-name ${name}`}\` on machines that see the images at the same paths`,
+            );
+          }
+        }
       }
 
       // Results: commit a batch durably, then remove its jobs; leftovers of other runs are dropped.
-      const done = await queue.getJobs(["completed"], 0, batch - 1);
+      const done = await queue.getJobs(["completed"], 0, batch - 1, true); // oldest first
       if (done.length > 0) {
         const finished: Array<{
           path: string;

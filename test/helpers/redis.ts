@@ -18,6 +18,8 @@ export const redisMissing = `${BINARY} not found (apt-get install redis-server; 
 export interface TestRedis {
   url: string;
   port: number;
+  /** The server's process id (benchmarks read its CPU time). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -69,6 +71,7 @@ export async function startRedis(): Promise<TestRedis> {
   return {
     url,
     port,
+    pid: child.pid!,
     async stop() {
       if (child.exitCode === null) {
         child.kill("SIGTERM");

@@ -90,6 +90,7 @@ export async function runIndex(roots: string[], flags: IndexFlags): Promise<void
           attempts: flags.attempts,
           backoffMs: flags.backoffMs,
           onProgress,
+          onNotice: (message) => process.stderr.write(`\nsuperglobal: ${message}\n`),
         });
       } finally {
         bar.stop();
