@@ -182,7 +182,12 @@ test(
     assert.equal(expected.entries.length, 10);
     assert.equal(expected.failures.length, 1);
 
-    const workers = [start(workerArgs()), start(workerArgs()), start(workerArgs())];
+    // The third takes two jobs at once, in worker threads (an ExtractorPool).
+    const workers = [
+      start(workerArgs()),
+      start(workerArgs()),
+      start([...workerArgs(), "--concurrency", "2"]),
+    ];
     const [killed, ...alive] = workers as [Running, Running, Running];
     const indexArgs = [
       "index",

@@ -15,7 +15,12 @@ import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { ModelSpec } from "../app/photo-index.ts";
-import { extractMany, type StagedExtractor } from "../descriptor/extract-many.ts";
+import {
+  type BatchExtractor,
+  extractMany,
+  type StagedExtractor,
+} from "../descriptor/extract-many.ts";
+import { ExtractorPool } from "../descriptor/extract-pool.ts";
 import { Extractor } from "../descriptor/extractor.ts";
 import { fileError } from "../errors.ts";
 import type { ImageTensor } from "../image/normalize.ts";
@@ -40,9 +45,12 @@ export interface WorkerOptions extends StalledSettings {
   url: string;
   /** Queue name (default `superglobal`). */
   name?: string;
-  /** Jobs at once in this process (default 1; each runs the model with `threads`). */
+  /**
+   * Jobs at once in this process (default 1). Above 1 they run in worker threads, each with its
+   * own copy of the model (an ExtractorPool), since onnxruntime runs a model on the calling thread.
+   */
   concurrency?: number;
-  /** onnxruntime threads per model (default: all cores). */
+  /** onnxruntime threads per job (default: all cores, shared out among the jobs). */
   threads?: number;
   cacheDir?: string;
   /** Each job as it starts and ends (for logs). */
@@ -71,30 +79,36 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
   const lock = workerLockOptions(options);
   (await connectRedis(address)).disconnect(); // fail fast and clearly when it is unreachable
   const host = hostname();
-  const extractors = new Map<string, Promise<Extractor>>();
-  const extractorFor = (spec: ModelSpec): Promise<Extractor> => {
+  // onnxruntime runs a model on the thread that calls it: with concurrency > 1 the jobs run in
+  // an ExtractorPool's worker threads, or they would only take turns on this one.
+  const models = new Map<string, Promise<JobModel>>();
+  const modelFor = (spec: ModelSpec): Promise<JobModel> => {
     const key = JSON.stringify(spec);
-    let e = extractors.get(key);
-    if (e === undefined) {
-      e = Extractor.create({
+    let m = models.get(key);
+    if (m === undefined) {
+      const extractorOptions = {
         ...spec,
         ...(options.threads === undefined ? {} : { threads: options.threads }),
         ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
-      });
+      };
+      m =
+        concurrency === 1
+          ? Extractor.create(extractorOptions).then(singleModel)
+          : ExtractorPool.create(extractorOptions, concurrency).then(pooledModel);
       // A model that fails to build is tried again on the next job.
-      e.catch(() => extractors.delete(key));
-      extractors.set(key, e);
+      m.catch(() => models.delete(key));
+      models.set(key, m);
     }
-    return e;
+    return m;
   };
 
   const describe = async (job: Job): Promise<JobResult> => {
     const data = checkPayload(job.data, job.id);
     const attempt = job.attemptsMade + 1;
     options.onEvent?.({ type: "start", path: data.path, attempt });
-    let extractor: Extractor;
+    let extractor: JobModel;
     try {
-      extractor = await extractorFor(data.spec);
+      extractor = await modelFor(data.spec);
     } catch (cause) {
       throw new UnrecoverableError(
         `${data.path}: worker ${host} cannot build the index's model (${(cause as Error).message})`,
@@ -121,13 +135,10 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
       );
     }
     // The local run's loop, for one image: the same failures with the same reasons.
-    const staged: StagedExtractor<ImageTensor> = {
-      dim: extractor.dim,
-      extract: (path) => extractor.extract(path),
-      decode: (path) => extractor.prepare(bytes, { name: path }),
-      infer: (tensor) => extractor.infer(tensor),
-    };
-    const { descriptors, failures } = await extractMany([data.path], staged);
+    const { descriptors, failures } = await extractMany(
+      [data.path],
+      extractor.forBytes(bytes, data.hash),
+    );
     const failure = failures[0];
     const result: JobResult =
       failure === undefined
@@ -158,12 +169,51 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
   return {
     async close(force = false) {
       await worker.close(force);
-      for (const e of extractors.values()) {
-        await e.then(
+      for (const m of models.values()) {
+        await m.then(
           (x) => x.release(),
           () => {},
         );
       }
     },
+  };
+}
+
+/** A job's model: its identity, and an extractor for one image whose bytes were read and checked. */
+interface JobModel {
+  identity: string;
+  forBytes(bytes: Uint8Array, hash: string): BatchExtractor;
+  release(): Promise<void>;
+}
+
+/** One extractor on this thread: it describes the bytes the worker read. */
+function singleModel(extractor: Extractor): JobModel {
+  return {
+    identity: extractor.identity,
+    forBytes: (bytes): StagedExtractor<ImageTensor> => ({
+      dim: extractor.dim,
+      extract: (path) => extractor.extract(path),
+      decode: (path) => extractor.prepare(bytes, { name: path }),
+      infer: (tensor) => extractor.infer(tensor),
+    }),
+    release: () => extractor.release(),
+  };
+}
+
+/** A pool of worker threads: each reads the file again, and must read the bytes checked here. */
+function pooledModel(pool: ExtractorPool): JobModel {
+  return {
+    identity: pool.identity,
+    forBytes: (_bytes, hash): BatchExtractor => ({
+      dim: pool.dim,
+      async extract(path) {
+        const { descriptor, sha256 } = await pool.describe(path);
+        if (sha256 !== hash) {
+          throw new Error(`${path}: the file changed while this worker was describing it`);
+        }
+        return descriptor;
+      },
+    }),
+    release: () => pool.release(),
   };
 }

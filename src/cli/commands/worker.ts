@@ -26,10 +26,15 @@ export function register(program: Command): void {
     )
     .requiredOption("--queue <url>", "the job queue: redis://HOST:PORT")
     .option("--queue-name <name>", "the queue's name", DEFAULT_QUEUE_NAME)
-    .option("--concurrency <n>", "jobs at once", intOption("--concurrency", 1, 256), 1)
+    .option(
+      "--concurrency <n>",
+      "jobs at once; above 1, each in its own worker thread with its own copy of the model",
+      intOption("--concurrency", 1, 256),
+      1,
+    )
     .option(
       "--threads <n>",
-      "onnxruntime threads per job (default: all cores)",
+      "onnxruntime threads per job (default: all cores, shared out among the jobs)",
       intOption("--threads", 1, 1024),
     )
     .option(
