@@ -4,6 +4,7 @@
  * benchmark on real photos (`quality`); results go to bench/results/.
  */
 const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
+  "calibrate-default": () => import("./calibrate-default.ts"),
   extract: () => import("./extract.ts"),
   index: () => import("./index-open.ts"),
   "learn-whitening": () => import("./learn-whitening.ts"),
