@@ -31,8 +31,8 @@ export interface CalibrationSettings {
   threads?: number;
 }
 
-/** Calibration defaults: 99.99% of each image's values fit the grid, the rest saturate. */
-export const DEFAULT_QUANTILE = 0.9999;
+/** Calibration defaults: 99.999% of each image's values fit the grid, the rest saturate. */
+export const DEFAULT_QUANTILE = 0.99999;
 
 /** The calibrated range of each tensor in `points` over `images` (files or encoded bytes). */
 export async function calibrateRanges(
