@@ -339,8 +339,8 @@ async function openModel(
     if (source === undefined) {
       throw new SuperglobalError(
         "INVALID_ARGUMENT",
-        `precision int8 for ${name} needs photos to calibrate on: give calibration (a folder of ` +
-          "photos like the ones to index; the default model ships its own ranges)",
+        `precision int8 for ${name} needs photos to calibrate on: give calibration (CLI: --calibrate <dir>), a folder of ` +
+          "photos like the ones to index (the default model ships its own ranges)",
         { input: "calibration" },
       );
     }
