@@ -197,6 +197,24 @@ test(
       await f.release();
       await q.release();
     }
+    // The pooled features themselves, before any whitening: int8 must agree closely.
+    const fp = await Extractor.create({ whitening: null, scales: 1, cacheDir, threads: 2 });
+    const qp = await Extractor.create({
+      whitening: null,
+      scales: 1,
+      precision: "int8",
+      cacheDir,
+      threads: 2,
+    });
+    try {
+      for (const p of photos("multiview-dev", 2)) {
+        const c = cosine(await fp.extract(p), await qp.extract(p));
+        assert.ok(c > 0.98, `un-whitened cosine ${c} on ${p}`);
+      }
+    } finally {
+      await fp.release();
+      await qp.release();
+    }
   },
 );
 

@@ -133,5 +133,5 @@ export function quantileRange(data: Float32Array, quantile: number): { low: numb
     }
     return extreme;
   };
-  return { low: -end(neg, nNeg, -min), high: end(pos, nPos, max) };
+  return { low: nNeg === 0 ? 0 : -end(neg, nNeg, -min), high: end(pos, nPos, max) };
 }
