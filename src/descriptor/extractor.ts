@@ -330,6 +330,8 @@ async function openModel(
 ): Promise<DescriptorModel> {
   let model = bytes;
   const recorded = readModelInfo(bytes, name).precision ?? "float32";
+  // A saved int8 model is refused where int8 is slow, like precision int8 itself.
+  if (recorded === "int8") assertInt8Supported();
   if (resolved.precision === "float32" && recorded === "int8") {
     invalidArgument("precision", `int8 or nothing: ${name} is an int8 model`, resolved.precision);
   }
