@@ -26,6 +26,7 @@ import {
   quantizeModel,
 } from "../src/runtime/quantize-graph.ts";
 import { OnnxSession } from "../src/runtime/session.ts";
+import { runCli } from "./helpers/cli.ts";
 import { assetsDir, fixture, sharedOnly } from "./helpers/shared.ts";
 
 const { onnx } = onnxProto;
@@ -256,6 +257,32 @@ test(
     await assert.rejects(
       Extractor.create({ calibration: temp, cacheDir }),
       isCode("INVALID_ARGUMENT", /int8/),
+    );
+  },
+);
+
+test(
+  "build-model --precision int8 saves a quantised model that extract adopts (float32 refused)",
+  sharedOnly,
+  async () => {
+    const out = join(temp, "r50-int8.onnx");
+    const args = ["build-model", "--checkpoint", fixture("cvnet_r50_random.pyth"), "--out", out];
+    const missing = runCli([...args, "--precision", "int8"], { SUPERGLOBAL_CACHE: cacheDir });
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /--calibrate/);
+    const photo = photos("debian-photos", 1)[0] as string;
+    const r = runCli([...args, "--precision", "int8", "--calibrate", photo], {
+      SUPERGLOBAL_CACHE: cacheDir,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /int8/);
+    const ex = await Extractor.create({ model: out, cacheDir, threads: 2 });
+    assert.equal(ex.options.precision, "int8");
+    assert.equal(ex.info.precision, "int8");
+    await ex.release();
+    await assert.rejects(
+      Extractor.create({ model: out, precision: "float32", cacheDir }),
+      isCode("INVALID_ARGUMENT", /int8 model/),
     );
   },
 );

@@ -108,6 +108,15 @@ export function addModelOptions(command: Command, { build = false } = {}): void 
   if (!build) command.option("--no-sgem", "Scale-GeM off: mean over scales");
   command.option("--no-relup", "ReLU+ off in the backbone");
   if (!build) addSpeedOptions(command);
+  else {
+    command
+      .option(
+        "--precision <p>",
+        "float32 (default) or int8 (quantised with ranges calibrated on --calibrate photos)",
+        choiceOption("--precision", PRECISIONS),
+      )
+      .option("--calibrate <dir>", "with --precision int8: photos to calibrate on");
+  }
 }
 
 /** Declares --preset, --precision and --calibrate (the speed settings, README "Faster extraction"). */
