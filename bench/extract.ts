@@ -1,7 +1,10 @@
 /**
- * `npm run bench -- extract [--images N] [--repeat R] [--checkpoint F] [--official DIR]`
+ * `npm run bench -- extract [--images N] [--repeat R] [--checkpoint F] [--official DIR]
+ *   [--sections exact,int8]`
  * Extraction of real photos at 1024x768, 3 scales: ours per image and per stage, against the
- * official PyTorch model (CPU, 2 threads, same weights, same files) in the same run.
+ * official PyTorch model (CPU, 2 threads, same weights, same files) in the same run (`exact`);
+ * then int8 against float32 for the checkpoint and the default model, and each speed preset's
+ * images/s (`int8`, bench/extract-int8.ts; the checkpoint is calibrated on 8 other photos).
  * The official code's folder comes from --official or $SUPERGLOBAL_OFFICIAL_DIR.
  */
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
@@ -16,6 +19,7 @@ import { decodeImage } from "../src/image/decode.ts";
 import { toInputTensor } from "../src/image/normalize.ts";
 import { resizeBilinear, scaledSize } from "../src/image/resize.ts";
 import { readMatrixF32 } from "../src/io/npy.ts";
+import { benchInt8, int8Lines } from "./extract-int8.ts";
 import { machine, median, python, saveResult } from "./machine.ts";
 
 const here = import.meta.dirname;
@@ -33,12 +37,18 @@ export async function main(argv: string[]): Promise<void> {
       },
       official: { type: "string", default: process.env["SUPERGLOBAL_OFFICIAL_DIR"] ?? "" },
       threads: { type: "string", default: "2" },
+      sections: { type: "string", default: "exact,int8" },
     },
   });
+  const sections = values.sections.split(",");
   const count = Number(values.images);
   const repeat = Number(values.repeat);
   const threads = Number(values.threads);
   const images = await prepareImages(count);
+  if (!sections.includes("exact")) {
+    await int8Section(images, await prepareImages(count + 8), values.checkpoint, threads, repeat);
+    return;
+  }
   process.stdout.write(
     `extract bench: ${images.length} photos at 1024x768, 3 scales, ${threads} threads\n`,
   );
@@ -175,6 +185,41 @@ export async function main(argv: string[]): Promise<void> {
       ratio,
       agreement,
     },
+    lines.join("\n"),
+  );
+  if (sections.includes("int8")) {
+    await int8Section(images, await prepareImages(count + 8), values.checkpoint, threads, repeat);
+  }
+}
+
+/** int8 vs float32 and the presets, for the checkpoint and the default model (own result file). */
+async function int8Section(
+  images: string[],
+  more: string[],
+  checkpoint: string,
+  threads: number,
+  repeat: number,
+): Promise<void> {
+  const calibration = more.slice(images.length);
+  const results = [
+    await benchInt8("cvnet-r50 (checkpoint)", { checkpoint }, images, {
+      threads,
+      repeat,
+      calibration,
+    }),
+    await benchInt8("default (MobileNetV2-1.4)", {}, images, { threads, repeat }),
+  ];
+  const lines = [
+    `# extract int8: ${images.length} real photos, 1024x768, 3 scales, ${threads} threads`,
+    "",
+    `machine: ${JSON.stringify(machine())}`,
+    "",
+    ...int8Lines(results),
+  ];
+  process.stdout.write(`\n${lines.join("\n")}\n`);
+  saveResult(
+    `extract-int8-${new Date().toISOString().slice(0, 10)}`,
+    { machine: machine(), images, calibration, threads, repeat, results },
     lines.join("\n"),
   );
 }

@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { cpuFacts, int8Shortfall } from "../src/runtime/cpu-features.ts";
 
 export interface Machine {
   cpu: string;
@@ -13,6 +14,10 @@ export interface Machine {
   onnxruntime: string;
   os: string;
   date: string;
+  /** The CPU's vector-instruction flags (/proc/cpuinfo: SSE/AVX/AMX/FMA, Arm SIMD; empty where unreadable). */
+  cpuFlags: string[];
+  /** Whether int8 runs fast here (VNNI / dot product), or why not. */
+  int8: string;
 }
 
 export function machine(): Machine {
@@ -30,6 +35,10 @@ export function machine(): Machine {
     onnxruntime: "1.30.0",
     os,
     date: new Date().toISOString(),
+    cpuFlags: (cpuFacts().flags ?? []).filter((f) =>
+      /^(sse|ssse|avx|amx|fma|f16c|asimd|sve|i8mm|bf16)/.test(f),
+    ),
+    int8: int8Shortfall(cpuFacts()) ?? "fast (VNNI / dot product)",
   };
 }
 

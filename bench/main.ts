@@ -5,6 +5,7 @@
  */
 const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void> }>> = {
   distributed: () => import("./distributed.ts"),
+  "calibrate-default": () => import("./calibrate-default.ts"),
   extract: () => import("./extract.ts"),
   // `index throughput …`: indexing speed end to end; `index [open] …`: opening 1M descriptors.
   index: async () => {

@@ -240,4 +240,14 @@ export const SOURCES: Record<string, () => Promise<DescriptorSource>> = {
   "mobilenetv2-imagenet": () => mobileNetV2Source(),
   "nsfwjs-conv1": () => nsfwjsConv1Source(),
   "product-default": () => productSource({}, "product-default"),
+  // The speed presets and precisions of the default model (README "Faster extraction").
+  "product-int8": () => productSource({ precision: "int8" }, "product-int8"),
+  "product-balanced": () => productSource({ preset: "balanced" }, "product-balanced"),
+  "product-fast": () => productSource({ preset: "fast" }, "product-fast"),
+  "product-fast-float32": () =>
+    productSource({ scales: 1, precision: "float32" }, "product-fast-float32"),
+  // Without the whitening: int8's own effect on the pooled features.
+  "product-plain-float32": () => extractorSource({ whitening: null }, "product-plain-float32"),
+  "product-plain-int8": () =>
+    extractorSource({ whitening: null, precision: "int8" }, "product-plain-int8"),
 };

@@ -390,5 +390,7 @@ function absoluteSpec(spec: ModelSpec): ModelSpec {
   if (out.checkpoint !== undefined) out.checkpoint = resolve(out.checkpoint);
   if (out.model !== undefined && /[/\\]|\.onnx$/i.test(out.model)) out.model = resolve(out.model);
   if (typeof out.whitening === "string") out.whitening = resolve(out.whitening);
+  if (typeof out.calibration === "string") out.calibration = resolve(out.calibration);
+  else if (Array.isArray(out.calibration)) out.calibration = out.calibration.map((p) => resolve(p));
   return out;
 }

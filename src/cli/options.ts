@@ -4,6 +4,7 @@
  */
 import { type Command, InvalidArgumentError } from "commander";
 import type { ExtractorOptions } from "../descriptor/options.ts";
+import { PRECISIONS, PRESETS, type Precision, type Preset } from "../descriptor/presets.ts";
 import { SuperglobalError } from "../errors.ts";
 import { checkBox } from "../image/crop.ts";
 
@@ -61,6 +62,9 @@ export interface ModelFlags {
   sgem?: boolean;
   relup?: boolean;
   threads?: number;
+  precision?: Precision;
+  preset?: Preset;
+  calibrate?: string;
 }
 
 /** The box rule, as --help states it (and README's extract section). */
@@ -103,6 +107,35 @@ export function addModelOptions(command: Command, { build = false } = {}): void 
     .option("--no-rgem", "Regional-GeM off");
   if (!build) command.option("--no-sgem", "Scale-GeM off: mean over scales");
   command.option("--no-relup", "ReLU+ off in the backbone");
+  if (!build) addSpeedOptions(command);
+  else {
+    command
+      .option(
+        "--precision <p>",
+        "float32 (default) or int8 (quantised with ranges calibrated on --calibrate photos)",
+        choiceOption("--precision", PRECISIONS),
+      )
+      .option("--calibrate <dir>", "with --precision int8: photos to calibrate on");
+  }
+}
+
+/** Declares --preset, --precision and --calibrate (the speed settings, README "Faster extraction"). */
+export function addSpeedOptions(command: Command): Command {
+  return command
+    .option(
+      "--preset <name>",
+      "speed preset: exact (the model's scales and sizes, float32), balanced (3 scales, 1024 px, int8) or fast (1 scale, 1024 px, int8); explicit --scales/--precision win",
+      choiceOption("--preset", PRESETS),
+    )
+    .option(
+      "--precision <p>",
+      "backbone precision: float32 (exact, default) or int8 (faster on CPUs with VNNI; refused on others unless SUPERGLOBAL_INT8=force)",
+      choiceOption("--precision", PRECISIONS),
+    )
+    .option(
+      "--calibrate <dir>",
+      "with int8: photos to calibrate activation ranges on (needed for CVNet checkpoints; the default model ships its own)",
+    );
 }
 
 /** Declares --threads (onnxruntime's intra-op threads). */
@@ -123,7 +156,17 @@ export function addJobsOption(command: Command): void {
   );
 }
 
-const PASSED_ON = ["depth", "scales", "gemp", "rgem", "sgem", "relup", "threads"] as const;
+const PASSED_ON = [
+  "depth",
+  "scales",
+  "gemp",
+  "rgem",
+  "sgem",
+  "relup",
+  "threads",
+  "precision",
+  "preset",
+] as const;
 
 /**
  * The extractor options of the model group: at most one of --checkpoint or --model (neither: the
@@ -144,6 +187,7 @@ export function modelOptionsFrom(flags: ModelFlags, command: Command): Extractor
   const options: ExtractorOptions = {};
   if (flags.checkpoint !== undefined) options.checkpoint = flags.checkpoint;
   if (flags.model !== undefined) options.model = flags.model;
+  if (flags.calibrate !== undefined) options.calibration = flags.calibrate;
   for (const name of PASSED_ON) {
     if (command.getOptionValueSource(name) === "cli")
       Object.assign(options, { [name]: flags[name] });

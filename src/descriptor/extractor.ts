@@ -3,8 +3,10 @@
  * onnxruntime (Regional-GeM → GeM+ → L2 → FC) → Scale-GeM → L2. Create one extractor (it builds
  * or loads the model once) and call it per image.
  */
+import { readFile } from "node:fs/promises";
+import { defaultNetworkSource } from "../backbone/mobilenet/default-network.ts";
 import { loadCheckpoint } from "../checkpoint/load.ts";
-import { invalidArgument, SuperglobalError } from "../errors.ts";
+import { fileError, invalidArgument, SuperglobalError } from "../errors.ts";
 import { type Box, cropToBox } from "../image/crop.ts";
 import { type BgrImage, decodeImage } from "../image/decode.ts";
 import {
@@ -16,10 +18,12 @@ import {
 import { fitInside, resizeBilinear, scaledSize } from "../image/resize.ts";
 import { scaleGemMax, scaleMean } from "../pooling/scale-gem.ts";
 import { l2Normalize } from "../pooling/vector.ts";
+import { assertInt8Supported } from "../runtime/cpu-features.ts";
 import { DEFAULT_WHITENING_DIR, defaultModel } from "./default-model.ts";
 import { featureModel } from "./feature-model.ts";
-import { type BackboneOutput, DescriptorModel } from "./model.ts";
-import { type ModelInfo, modelIdentity } from "./model-metadata.ts";
+import { DEFAULT_RANGES_FILE, int8Model, type RangeSource } from "./int8-model.ts";
+import { type BackboneOutput, buildModel, DescriptorModel } from "./model.ts";
+import { type ModelInfo, modelIdentity, readModelInfo } from "./model-metadata.ts";
 import {
   type ExtractorOptions,
   type ResolvedOptions,
@@ -96,7 +100,7 @@ export class Extractor {
     private readonly model: DescriptorModel,
     options: ResolvedOptions,
   ) {
-    this.options = Object.freeze(options);
+    this.options = Object.freeze({ ...options, precision: model.info.precision ?? "float32" });
     this.identity = modelIdentity(model.info, {
       scales: options.scales,
       sgem: options.sgem,
@@ -125,6 +129,10 @@ export class Extractor {
     const pulled = resolvePulled(options);
     if (pulled !== options) return Extractor.create(pulled);
     const resolved = resolveOptions(options);
+    if (resolved.precision === "int8") assertInt8Supported();
+    if (options.calibration !== undefined && resolved.precision !== "int8") {
+      invalidArgument("calibration", "nothing unless precision is int8", options.calibration);
+    }
     const head = { rgem: resolved.rgem, gemp: resolved.gemp };
     if (options.checkpoint === undefined && (options.model ?? DEFAULT_MODEL) === DEFAULT_MODEL) {
       for (const key of ["depth", "relup"] as const) {
@@ -141,7 +149,9 @@ export class Extractor {
         whitening: options.whitening === undefined ? DEFAULT_WHITENING_DIR : options.whitening,
         ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
       });
-      const model = await DescriptorModel.fromBytes(bytes, DEFAULT_MODEL, resolved.threads);
+      const model = await openModel(bytes, DEFAULT_MODEL, resolved, options, {
+        file: DEFAULT_RANGES_FILE,
+      });
       return new Extractor(model, { ...resolved, relup: false });
     }
     if (options.whitening !== undefined) {
@@ -154,12 +164,12 @@ export class Extractor {
     if (options.feature !== undefined && options.model !== undefined) {
       // A foreign ONNX feature network with the head appended (feature-model.ts).
       const bytes = await featureModel(options.model, options.feature, head);
-      const model = await DescriptorModel.fromBytes(bytes, options.model, resolved.threads);
+      const model = await openModel(bytes, options.model, resolved, options);
       return new Extractor(model, { ...resolved, depth: undefined, relup: false });
     }
     if (options.model !== undefined) {
       const path = options.model;
-      const model = await DescriptorModel.load(path, { threads: resolved.threads });
+      const model = await openModel(await readModelFile(path), path, resolved, options);
       try {
         const saved = recordedOptions(model, path);
         for (const key of RECORDED) {
@@ -181,16 +191,16 @@ export class Extractor {
     }
     const source = options.checkpoint as string;
     const sd = loadCheckpoint(source);
-    const model = await DescriptorModel.fromStateDict(
+    const bytes = buildModel(
       sd,
       {
         ...(resolved.depth === undefined ? {} : { depth: resolved.depth }),
         relup: resolved.relup,
         head,
-        threads: resolved.threads,
       },
       source,
     );
+    const model = await openModel(bytes, source, resolved, options);
     return new Extractor(model, { ...resolved, depth: model.depth ?? undefined });
   }
 
@@ -303,6 +313,56 @@ export class Extractor {
     const now = performance.now();
     this.stats[stage] += now - since;
     return now;
+  }
+}
+
+/**
+ * A session on the model's bytes, first quantised when precision is int8 (with the ranges of
+ * `shipped`, or of the photos in `options.calibration`). A saved int8 model given precision
+ * float32 is refused: it cannot be made exact again.
+ */
+async function openModel(
+  bytes: Uint8Array,
+  name: string,
+  resolved: ResolvedOptions,
+  options: ExtractorOptions,
+  shipped?: RangeSource,
+): Promise<DescriptorModel> {
+  let model = bytes;
+  const recorded = readModelInfo(bytes, name).precision ?? "float32";
+  // A saved int8 model is refused where int8 is slow, like precision int8 itself.
+  if (recorded === "int8") assertInt8Supported();
+  if (resolved.precision === "float32" && recorded === "int8") {
+    invalidArgument("precision", `int8 or nothing: ${name} is an int8 model`, resolved.precision);
+  }
+  if (resolved.precision === "int8" && recorded !== "int8") {
+    const source: RangeSource | undefined =
+      options.calibration !== undefined ? { images: options.calibration } : shipped;
+    if (source === undefined) {
+      throw new SuperglobalError(
+        "INVALID_ARGUMENT",
+        `precision int8 for ${name} needs photos to calibrate on: give calibration (CLI: --calibrate <dir>), a folder of ` +
+          "photos like the ones to index (the default model ships its own ranges)",
+        { input: "calibration" },
+      );
+    }
+    model = (
+      await int8Model(bytes, name, source, {
+        ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
+        ...(resolved.threads === undefined ? {} : { threads: resolved.threads }),
+        ...("file" in source ? { network: defaultNetworkSource() } : {}),
+      })
+    ).model;
+  }
+  return DescriptorModel.fromBytes(model, name, resolved.threads);
+}
+
+async function readModelFile(path: string): Promise<Uint8Array> {
+  if (typeof path !== "string" || path === "") invalidArgument("model", "a file path", path);
+  try {
+    return await readFile(path);
+  } catch (cause) {
+    throw fileError(path, "cannot read the model", cause);
   }
 }
 

@@ -25,14 +25,28 @@ export interface ModelInfo {
   head: HeadOptions | null;
   /** sha256 (hex) of every weight the model holds: backbone, head and any whitening. */
   weights: string;
+  /**
+   * Absent: float32 (the exact model). "int8": the backbone quantised from that float model
+   * (runtime/quantize-graph.ts); its descriptors differ, so the identity does too.
+   */
+  precision?: "int8";
+  /** With int8: sha256 (hex) of the calibrated activation ranges it was quantised with. */
+  calibration?: string;
 }
 
-const KEY = "superglobal.model";
+/** The metadata key holding the record. */
+export const MODEL_INFO_KEY = "superglobal.model";
+const KEY = MODEL_INFO_KEY;
 /** Bumped when the record or the graph's contract changes; older files are refused with a hint. */
 const FORMAT = 2;
 
 export function writeModelInfo(graph: OnnxGraph, info: ModelInfo): void {
-  graph.metadata(KEY, JSON.stringify({ format: FORMAT, ...info }));
+  graph.metadata(KEY, encodeModelInfo(info));
+}
+
+/** The record's stored text (the value under MODEL_INFO_KEY). */
+export function encodeModelInfo(info: ModelInfo): string {
+  return JSON.stringify({ format: FORMAT, ...info });
 }
 
 /** The record of a model file's bytes; BAD_FILE naming `path` if it is not a model we built. */
@@ -99,6 +113,8 @@ function isModelInfo(r: Record<string, unknown>): boolean {
       (typeof head === "object" &&
         typeof head["rgem"] === "boolean" &&
         typeof head["gemp"] === "boolean")) &&
-    typeof r["weights"] === "string"
+    typeof r["weights"] === "string" &&
+    (r["precision"] === undefined || r["precision"] === "int8") &&
+    (r["calibration"] === undefined || typeof r["calibration"] === "string")
   );
 }

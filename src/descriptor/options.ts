@@ -5,9 +5,11 @@
 import { DEPTHS, type Depth } from "../backbone/cvnet/resnet-graph.ts";
 import { assertInteger, assertOneOf, invalidArgument } from "../errors.ts";
 import { checkFeatureSpec, type FeatureSpec } from "./feature-model.ts";
+import { PRECISIONS, PRESET_SETTINGS, PRESETS, type Precision, type Preset } from "./presets.ts";
 import { DEFAULT_MODEL, registeredModel } from "./registry.ts";
 
 export type { Depth } from "../backbone/cvnet/resnet-graph.ts";
+export type { Precision, Preset } from "./presets.ts";
 
 export type ScaleSet = 1 | 3 | 5;
 
@@ -59,6 +61,25 @@ export interface ExtractorOptions {
   /** onnxruntime intra-op threads; default: all cores. */
   threads?: number;
   /**
+   * Backbone precision: "float32" (exact, the default) or "int8" (quantised from the float model
+   * with calibrated activation ranges; several times faster on CPUs with VNNI, refused on others,
+   * see runtime/cpu-features.ts). A saved model's recorded precision is adopted when left out.
+   */
+  precision?: Precision;
+  /**
+   * A speed preset: "exact" (the model's scales and sizes, float32), "balanced" (3 scales, 1024
+   * px, int8) or "fast" (1 scale, 1024 px, int8). It fills in scales, maxSide and precision;
+   * any of them given explicitly wins.
+   */
+  preset?: Preset;
+  /**
+   * Photos int8 calibrates its activation ranges on: a folder (its images in name order, the
+   * first 32) or a list of image files. The default model ships ranges calibrated on real photos
+   * and needs none; CVNet checkpoints and saved float models need it for int8 (photos like the
+   * ones to index). Ranges are cached with the model.
+   */
+  calibration?: string | readonly string[];
+  /**
    * `model` is a foreign ONNX model used as a feature network: `output` names its feature-map
    * tensor [1, C, h, w] (default: its output if 4-D, else the input of its global pooling; a
    * quantised tensor is dequantised), `input` how images become its input. The SuperGlobal head
@@ -77,6 +98,9 @@ export interface ResolvedOptions {
   relup: boolean;
   maxSide: number | null;
   threads: number | undefined;
+  /** undefined: float32, or what a saved model records. */
+  precision: Precision | undefined;
+  preset: Preset | undefined;
 }
 
 function flag(name: string, value: unknown, fallback: boolean): boolean {
@@ -119,6 +143,14 @@ export function resolveOptions(options: ExtractorOptions): ResolvedOptions {
       }
     }
   }
+  const preset =
+    options.preset === undefined ? undefined : assertOneOf("preset", options.preset, PRESETS);
+  const fromPreset = preset === undefined ? undefined : PRESET_SETTINGS[preset];
+  const precision =
+    options.precision !== undefined
+      ? assertOneOf("precision", options.precision, PRECISIONS)
+      : fromPreset?.precision;
+  if (options.calibration !== undefined) checkCalibration(options.calibration);
   const entry =
     options.checkpoint === undefined ? registeredModel(options.model ?? DEFAULT_MODEL) : undefined;
   const defaults = entry?.defaults ?? {
@@ -130,14 +162,18 @@ export function resolveOptions(options: ExtractorOptions): ResolvedOptions {
   };
   return {
     depth: options.depth === undefined ? undefined : assertOneOf("depth", options.depth, DEPTHS),
-    scales: assertOneOf("scales", options.scales ?? defaults.scales, [1, 3, 5] as const),
+    scales: assertOneOf("scales", options.scales ?? fromPreset?.scales ?? defaults.scales, [
+      1, 3, 5,
+    ] as const),
     gemp: flag("gemp", options.gemp, defaults.gemp),
     rgem: flag("rgem", options.rgem, defaults.rgem),
     sgem: flag("sgem", options.sgem, defaults.sgem),
     relup: flag("relup", options.relup, true),
     maxSide:
       options.maxSide === undefined
-        ? defaults.maxSide
+        ? fromPreset?.maxSide === undefined
+          ? defaults.maxSide
+          : fromPreset.maxSide
         : options.maxSide === null
           ? null
           : assertInteger("maxSide", options.maxSide, 32, 1 << 16),
@@ -145,5 +181,16 @@ export function resolveOptions(options: ExtractorOptions): ResolvedOptions {
       options.threads === undefined
         ? undefined
         : assertInteger("threads", options.threads, 1, 1024),
+    precision,
+    preset,
   };
+}
+
+function checkCalibration(value: unknown): void {
+  const ok =
+    (typeof value === "string" && value !== "") ||
+    (Array.isArray(value) &&
+      value.length > 0 &&
+      value.every((v) => typeof v === "string" && v !== ""));
+  if (!ok) invalidArgument("calibration", "a folder or a non-empty list of image files", value);
 }

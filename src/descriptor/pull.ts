@@ -304,7 +304,8 @@ export function resolvePulled(options: ExtractorOptions): ExtractorOptions {
   }
   const { model: _name, ...rest } = options;
   const defaults = {
-    scales: options.scales ?? entry.defaults.scales,
+    // A preset brings its own scale set (resolveOptions applies it).
+    scales: options.scales ?? (options.preset === undefined ? entry.defaults.scales : undefined),
     rgem: options.rgem ?? entry.defaults.rgem,
     gemp: options.gemp ?? entry.defaults.gemp,
   };
