@@ -54,8 +54,11 @@ const VERSION = 1;
 const OWN = /^ann-[0-9a-z-]+\.(usearch|keys)$|^\.ann-.*\.tmp$/;
 /** Rows added per usearch call while building (bounds the temporary copy of vectors). */
 const ADD_BATCH = 4096;
-/** A reader searches at most this share of rows exactly beside a stale ANN; beyond, exact search. */
-const MAX_TAIL_SHARE = 0.02;
+/**
+ * Rows a reader searches exactly beside a saved ANN that lacks them (beyond: exact search), and
+ * the unsaved changes after which a writer saves (a save rewrites the whole graph).
+ */
+export const MAX_BEHIND = 1024;
 
 interface AnnMeta {
   format: typeof FORMAT;
@@ -131,7 +134,7 @@ export class AnnSync {
     if (this.ann === undefined || this.generation !== this.store.generation) return false;
     if (!this.store.readOnly && this.covered > this.store.fileRows) return false;
     this.refresh();
-    return this.tail.length <= Math.max(256, MAX_TAIL_SHARE * this.store.size);
+    return this.tail.length <= MAX_BEHIND && this.deadHeld <= MAX_BEHIND;
   }
 
   /**
@@ -224,9 +227,9 @@ export class AnnSync {
     return this.ann !== undefined && this.unsaved !== 0;
   }
 
-  /** Changes (rows added or removed) since the last save; Infinity when it was never saved. */
-  get unsavedChanges(): number {
-    return this.unsaved < 0 ? Number.POSITIVE_INFINITY : this.unsaved;
+  /** Whether enough changed since the last save that readers would fall back to exact search. */
+  get behind(): boolean {
+    return this.ann !== undefined && (this.unsaved < 0 || this.unsaved >= MAX_BEHIND);
   }
 
   /** Saves the ANN beside the vectors (writer only), if it changed; see the header. */

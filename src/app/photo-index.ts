@@ -481,8 +481,9 @@ export class Index {
     if (this.ann === undefined && this.store.size < this.annThreshold) return;
     const ann = this.annSync();
     ann.update();
-    // Saving rewrites the whole graph: batch small changes (they are caught up after a crash).
-    if (ann.unsavedChanges > Math.max(1000, 0.05 * this.store.size)) this.saveAnn();
+    // Saving rewrites the whole graph: small changes wait for more, or close (a crash loses no
+    // data: the next writer catches up, readers search what the saved graph lacks exactly).
+    if (ann.behind) this.saveAnn();
   }
 
   private compactIfNeeded(): void {
