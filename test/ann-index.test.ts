@@ -88,6 +88,43 @@ test("auto search: exact below the threshold, ANN above, same results as exact",
   );
 });
 
+test(
+  "updateAnn builds and saves the ANN for readers; refused on a read-only index",
+  skip,
+  async () => {
+    rmSync(join(fx.indexDir, "ann.json"), { force: true });
+    const writer = await Index.open(fx.indexDir, { cacheDir: fx.cacheDir });
+    const reader = await Index.open(fx.indexDir, {
+      readOnly: true,
+      cacheDir: fx.cacheDir,
+      annThreshold: 1,
+    });
+    try {
+      const q = reader.vector(photo("dog.jpg"))!;
+      // No saved ANN: the reader falls back to exact search rather than build one per process.
+      assert.equal((await reader.search(q, { rerank: "off" })).method, "exact");
+      await writer.updateAnn();
+      assert.ok(existsSync(join(fx.indexDir, "ann.json")));
+      await assert.rejects(reader.updateAnn(), { code: "INVALID_ARGUMENT" });
+    } finally {
+      await writer.close();
+      await reader.close();
+    }
+    const fresh = await Index.open(fx.indexDir, {
+      readOnly: true,
+      cacheDir: fx.cacheDir,
+      annThreshold: 1,
+    });
+    try {
+      const r = await fresh.search(fresh.vector(photo("dog.jpg"))!, { rerank: "off" });
+      assert.equal(r.method, "ann");
+      assert.equal(r.hits[0]!.path, photo("dog.jpg"));
+    } finally {
+      await fresh.close();
+    }
+  },
+);
+
 test("the ANN follows adds and removals", skip, async () => {
   const index = await Index.open(fx.indexDir, { cacheDir: fx.cacheDir, annThreshold: 4 });
   try {

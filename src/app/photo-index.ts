@@ -435,6 +435,19 @@ export class Index {
     return { hits, timings, method: ann === undefined ? "exact" : "ann" };
   }
 
+  /**
+   * Builds or brings up to date the ANN index beside the vectors and saves it (writers only), so
+   * that readers (`readOnly`, the server) search it at once. `add` and `close` do this by
+   * themselves once the index is past the ANN threshold.
+   */
+  async updateAnn(): Promise<void> {
+    if (this.store.readOnly) {
+      invalidArgument("index", "an index opened for writing (not readOnly)", this.path);
+    }
+    this.annSync().update();
+    this.ann?.save();
+  }
+
   /** What `superglobal info` shows, plus how the model is made. */
   info(): IndexInfo & { modelSpec: ModelSpec; network: string } {
     return {
