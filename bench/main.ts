@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void
   index: () => import("./index-open.ts"),
   "learn-whitening": () => import("./learn-whitening.ts"),
   quality: () => import("./quality.ts"),
+  ann: () => import("./ann.ts"),
   rerank: () => import("./rerank.ts"),
   search: () => import("./search.ts"),
   stress: () => import("./stress.ts"),
