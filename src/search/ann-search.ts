@@ -37,9 +37,9 @@ export interface AnnParameters {
 }
 
 /**
- * Measured at 100k × 2048 clustered (bench/results/ann-*.md): connectivity 16 and expansionAdd 128
- * reach recall@100 ≥ 0.98 from expansionSearch 128; 256 is the default for headroom on real
- * descriptors (a few ms per query at 100k).
+ * Measured at 100k × 2048 clustered (bench/results/ann-100000x2048-2026-12-02.md): connectivity 16
+ * and expansionAdd 128 reach recall@100 0.982 at the smallest expansionSearch (64) and 0.990 at
+ * 256, the default: headroom for larger or less clustered collections at a few ms per query.
  */
 export const DEFAULT_ANN_PARAMETERS: Readonly<AnnParameters> = Object.freeze({
   connectivity: 16,
