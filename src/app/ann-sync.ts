@@ -44,9 +44,10 @@ import { type AnnParameters, AnnSearch, annParameters, MAX_ANN_KEY } from "../se
 
 /**
  * Index size (rows) from which `Index.search` uses ANN by default. Measured at the default
- * model's 1792 dimensions, one query, 2 cores (bench/results/ann-100000x2048-2026-12-02.md and
- * ann-50000x1792-…): ANN is faster from 30k rows, but its recall@100 on clustered data was
- * 0.80–0.85 up to 50k and 0.987 at 100k, where exact search takes ≥ 34 ms (717 MB per query).
+ * model's 1792 dimensions, one query, 2 cores (the crossover in bench/results/
+ * ann-100000x2048-2026-12-02-contended.md, and ann-50000x1792-…): ANN is faster from 30k rows,
+ * but its recall@100 on clustered data was 0.80–0.85 up to 50k and 0.987 at 100k, where exact
+ * search reads 717 MB per query (25 ms median, 66 ms p99 at 100k × 2048 on a quieter run).
  */
 export const DEFAULT_ANN_THRESHOLD = 100_000;
 
