@@ -302,7 +302,7 @@ test("AnnSync: a crash between the store's commit and the ANN's save loses nothi
   assert.equal(caught.held, 2198);
   assertRecall(writer, caught, "caught up");
   // Far behind (more rows missing than a reader searches exactly): readers fall back to exact.
-  putRows(writer, 2200, 3000);
+  putRows(writer, 2200, 3300);
   writer.close();
   const late = IndexStore.open(store.dir, { readOnly: true });
   const behind = AnnSync.open(late);
@@ -316,7 +316,6 @@ test("AnnSync: a damaged, foreign or stale ANN is rebuilt, never an error or a c
   const sync = AnnSync.open(store);
   sync.update();
   sync.save();
-  const before = annRows(store, sync, 1);
   store.close();
   const dir = store.dir;
   const annFile = () => join(dir, annFiles(dir).find((n) => n.endsWith(".usearch"))!);
@@ -331,7 +330,8 @@ test("AnnSync: a damaged, foreign or stale ANN is rebuilt, never an error or a c
     assert.equal(a.usable(), false);
     a.update();
     assert.equal(a.held, 1500);
-    assert.deepEqual(annRows(s, a, 1), before);
+    // A rebuild is a new graph (multi-threaded inserts are not deterministic): as good, not equal.
+    assertRecall(s, a, `rebuilt (${state})`);
     a.save();
     s.close();
   };
