@@ -18,6 +18,7 @@ const benches: Record<string, () => Promise<{ main(args: string[]): Promise<void
   },
   "learn-whitening": () => import("./learn-whitening.ts"),
   quality: () => import("./quality.ts"),
+  ann: () => import("./ann.ts"),
   rerank: () => import("./rerank.ts"),
   search: () => import("./search.ts"),
   stress: () => import("./stress.ts"),

@@ -32,14 +32,20 @@ import { type IndexInfo, IndexStore, type VectorDtype } from "../index/index-sto
 import { AdaptiveReranker } from "../rerank/adaptive-rerank.ts";
 import type { Reranker } from "../rerank/reranker.ts";
 import { SuperGlobalReranker } from "../rerank/superglobal-rerank.ts";
+import { type AnnParameters, annParameters } from "../search/ann-search.ts";
 import { ExactSearch } from "../search/exact-search.ts";
 import { type AddOptions, AddRun, type AddSummary } from "./add-run.ts";
+import { AnnSync, DEFAULT_ANN_THRESHOLD } from "./ann-sync.ts";
 
 export type { AddEvent, AddOptions, AddSummary } from "./add-run.ts";
 
 /** Reranking modes: `adaptive` (the default: never worse on small groups), `paper`, `off`. */
 export type RerankMode = "adaptive" | "paper" | "off";
 export const RERANK_MODES: readonly RerankMode[] = ["adaptive", "paper", "off"];
+
+/** Search methods: `auto` (exact below the ANN threshold, ANN above), `exact`, `ann`. */
+export type SearchMethod = "auto" | "exact" | "ann";
+export const SEARCH_METHODS: readonly SearchMethod[] = ["auto", "exact", "ann"];
 
 /** How the index's model is made: the extractor options a user gave (paths made absolute). */
 export type ModelSpec = Omit<ExtractorOptions, "threads" | "cacheDir">;
@@ -57,6 +63,10 @@ export interface IndexOpenOptions {
   threads?: number;
   /** Model cache folder (see runtime/model-cache.ts). */
   cacheDir?: string;
+  /** Size (images) from which `search` uses the ANN index by default (see ann-sync.ts). */
+  annThreshold?: number;
+  /** ANN parameters (see search/ann-search.ts; the defaults were chosen by measurement). */
+  annParameters?: Partial<AnnParameters>;
 }
 
 export interface SearchOptions {
@@ -66,6 +76,8 @@ export interface SearchOptions {
   bbox?: Box;
   /** Default `adaptive`. */
   rerank?: RerankMode;
+  /** Default `auto`: exact search below the index's ANN threshold, approximate above. */
+  search?: SearchMethod;
 }
 
 export interface SearchHit {
@@ -80,6 +92,8 @@ export interface SearchResult {
   hits: SearchHit[];
   /** Milliseconds per stage. */
   timings: { extract: number; search: number; rerank: number };
+  /** How the candidates were found: exact search, or the ANN index (then rescored exactly). */
+  method: "exact" | "ann";
 }
 
 /** Where the store keeps how to rebuild the model (an extra field of its manifest). */
@@ -88,6 +102,10 @@ const SPEC_KEY = "modelSpec";
 export class Index {
   private searcher: ExactSearch | undefined;
   private readonly rerankers = new Map<RerankMode, Reranker>();
+  /** The ANN beside the vectors, opened on first need (app/ann-sync.ts). */
+  private ann: AnnSync | undefined;
+  private annThreshold = DEFAULT_ANN_THRESHOLD;
+  private annParameters: Partial<AnnParameters> = {};
 
   private constructor(
     readonly path: string,
@@ -107,6 +125,12 @@ export class Index {
   static async open(path: string, options: IndexOpenOptions = {}): Promise<Index> {
     if (typeof path !== "string" || path === "") invalidArgument("path", "a folder path", path);
     const dir = resolve(path);
+    const annThreshold = assertInteger(
+      "annThreshold",
+      options.annThreshold ?? DEFAULT_ANN_THRESHOLD,
+      0,
+    );
+    const annParams = annParameters(options.annParameters);
     const exists = IndexStore.exists(dir);
     if (!exists && options.create !== true) {
       throw new SuperglobalError(
@@ -136,10 +160,13 @@ export class Index {
             ...(options.dtype === undefined ? {} : { dtype: options.dtype }),
             extra: { [SPEC_KEY]: spec },
           });
-      return new Index(dir, store, extractor, spec, options.threads, {
+      const index = new Index(dir, store, extractor, spec, options.threads, {
         ...spec,
         ...extractorExtras,
       });
+      index.annThreshold = annThreshold;
+      index.annParameters = annParams;
+      return index;
     } catch (error) {
       await extractor.release();
       throw error;
@@ -220,23 +247,29 @@ export class Index {
       run.finish();
       await pool?.release();
     }
+    this.annAfterChange();
     return run.summary;
   }
 
   /**
    * The first step of `add`, for callers that describe the images elsewhere (the job queue's
    * committer): stats the files, reports the unchanged and unreadable ones, and returns the run
-   * whose `todo` lists the files to describe.
+   * whose `todo` lists the files to describe. Such a caller ends with `afterAdd()`.
    */
   planAdd(paths: readonly string[], options: AddOptions = {}): Promise<AddRun> {
     return AddRun.plan(this.store, paths, options);
+  }
+
+  /** What `add` does after its commits (keeps the ANN current), for callers of `planAdd`. */
+  afterAdd(): void {
+    this.annAfterChange();
   }
 
   /** Drops these paths from the index; returns how many were there. */
   async remove(paths: readonly string[]): Promise<number> {
     const n = this.store.remove(paths.map((p) => resolve(p)));
     this.store.commit();
-    this.store.compactIfNeeded();
+    this.compactIfNeeded();
     return n;
   }
 
@@ -244,7 +277,7 @@ export class Index {
   async prune(): Promise<string[]> {
     const gone = this.store.prune();
     this.store.commit();
-    this.store.compactIfNeeded();
+    this.compactIfNeeded();
     return gone;
   }
 
@@ -268,6 +301,7 @@ export class Index {
   ): Promise<SearchResult> {
     const top = assertInteger("top", options.top ?? 10, 1);
     const mode = assertOneOf("rerank", options.rerank ?? "adaptive", RERANK_MODES);
+    const choice = assertOneOf("search", options.search ?? "auto", SEARCH_METHODS);
     const timings = { extract: 0, search: 0, rerank: 0 };
     let t = performance.now();
     let q: Float32Array;
@@ -290,15 +324,26 @@ export class Index {
       }
     }
     timings.extract = performance.now() - t;
-    const db = this.store.matrix();
-    if (db.rows === 0) return { hits: [], timings };
+    if (this.store.size === 0) return { hits: [], timings, method: "exact" };
     t = performance.now();
     const reranker = mode === "off" ? undefined : await this.reranker(mode);
-    const k = Math.min(db.rows, Math.max(top, reranker?.M ?? 0));
-    this.searcher ??= await ExactSearch.create(
-      this.threads === undefined ? {} : { threads: this.threads },
-    );
-    const found = await this.searcher.search(db, { data: q, rows: 1, cols: db.cols }, k);
+    const k = Math.min(this.store.size, Math.max(top, reranker?.M ?? 0));
+    const ann = this.annFor(choice);
+    let found: { ids: Int32Array; scores: Float32Array };
+    let headRows: (head: number) => Float32Array;
+    if (ann !== undefined) {
+      // ANN candidates, rescored with the exact float32 vectors (which the reranker gets too).
+      const c = ann.search(q, k);
+      found = c;
+      headRows = (head) => c.vectors.subarray(0, head * q.length);
+    } else {
+      const db = this.store.matrix();
+      this.searcher ??= await ExactSearch.create(
+        this.threads === undefined ? {} : { threads: this.threads },
+      );
+      found = await this.searcher.search(db, { data: q, rows: 1, cols: db.cols }, k);
+      headRows = (head) => gatherRows(db, found.ids.subarray(0, head));
+    }
     timings.search = performance.now() - t;
     let ids: Int32Array = found.ids;
     let scores: ArrayLike<number> = found.scores;
@@ -307,7 +352,7 @@ export class Index {
       const head = Math.min(reranker.M, ids.length);
       const reranked = await reranker.rerank(q, {
         ids: found.ids,
-        descriptors: gatherRows(db, found.ids.subarray(0, head)),
+        descriptors: headRows(head),
       });
       // The head's scores are the reranker's; the tail keeps its dot products.
       const byId = new Map<number, number>();
@@ -329,7 +374,20 @@ export class Index {
         score: scores[j] as number,
       });
     }
-    return { hits, timings };
+    return { hits, timings, method: ann === undefined ? "exact" : "ann" };
+  }
+
+  /**
+   * Builds or brings up to date the ANN index beside the vectors and saves it (writers only), so
+   * that readers (`readOnly`, the server) search it at once. `add` and `close` do this by
+   * themselves once the index is past the ANN threshold.
+   */
+  async updateAnn(): Promise<void> {
+    if (this.store.readOnly) {
+      invalidArgument("index", "an index opened for writing (not readOnly)", this.path);
+    }
+    this.annSync().update();
+    this.ann?.save();
   }
 
   /** What `superglobal info` shows, plus how the model is made. */
@@ -342,6 +400,8 @@ export class Index {
   }
 
   async close(): Promise<void> {
+    this.saveAnn();
+    this.ann?.close();
     this.store.close();
     await this.searcher?.release();
     for (const r of this.rerankers.values()) await r.release();
@@ -359,6 +419,59 @@ export class Index {
       );
     }
     return pool;
+  }
+
+  // --- the ANN beside the vectors (logic in ann-sync.ts; these are the hooks) ----------------
+
+  private annSync(): AnnSync {
+    this.ann ??= AnnSync.open(this.store, {
+      parameters: this.annParameters,
+      ...(this.threads === undefined ? {} : { threads: this.threads }),
+    });
+    return this.ann;
+  }
+
+  /** The ANN to search with for `choice`, or undefined for exact search. */
+  private annFor(choice: SearchMethod): AnnSync | undefined {
+    if (choice === "exact" || (choice === "auto" && this.store.size < this.annThreshold)) {
+      return undefined;
+    }
+    const ann = this.annSync();
+    // A writer keeps it current; a reader uses the saved one if it fits its snapshot, and builds
+    // one in memory only when ANN is asked for explicitly.
+    if (!this.store.readOnly || (choice === "ann" && !ann.usable())) ann.update();
+    return ann.usable() ? ann : undefined;
+  }
+
+  /** After commits (writer): keeps the ANN current once the index is past the threshold. */
+  private annAfterChange(): void {
+    if (this.store.readOnly) return;
+    if (this.ann === undefined && this.store.size < this.annThreshold) return;
+    const ann = this.annSync();
+    ann.update();
+    // Saving rewrites the whole graph: small changes wait for more, or close (a crash loses no
+    // data: the next writer catches up, readers search what the saved graph lacks exactly).
+    if (ann.behind) this.saveAnn();
+  }
+
+  private compactIfNeeded(): void {
+    // Past the threshold the ANN goes through the compaction (its keys are moved, not rebuilt).
+    if (this.ann === undefined && this.store.size < this.annThreshold) {
+      this.store.compactIfNeeded();
+      return;
+    }
+    this.annSync().compact(() => this.store.compactIfNeeded());
+    this.annAfterChange();
+  }
+
+  /** Saves the ANN if it changed. A failed save loses no data (the ANN is rebuilt or caught up from the vectors), so it is not the caller's error. */
+  private saveAnn(): void {
+    if (this.store.readOnly) return;
+    try {
+      this.ann?.save();
+    } catch {
+      // derived data: see above
+    }
   }
 
   private async reranker(mode: Exclude<RerankMode, "off">): Promise<Reranker> {

@@ -381,6 +381,36 @@ export class IndexStore {
     return this.diskRowCount - this.paths.length;
   }
 
+  // --- for data derived from the vectors (the ANN index, app/ann-sync.ts) -----------------
+
+  /** Data generation: a compaction starts a new one and renumbers the vector file's rows. */
+  get generation(): number {
+    return this.manifest.generation;
+  }
+
+  /** Rows in this generation's vector file, live and dead: each new vector takes the next one. */
+  get fileRows(): number {
+    return this.diskRowCount;
+  }
+
+  /** The vector-file row of `row`: fixed while the entry lives, within one generation. */
+  fileRowAt(row: number): number {
+    const f = this.diskRows[row];
+    if (f === undefined) invalidArgument("row", `an integer between 0 and ${this.size - 1}`, row);
+    return f;
+  }
+
+  /** The descriptor at `row` (a copy); reads just that row if vectors are not loaded. */
+  vectorAt(row: number): Float32Array {
+    this.checkOpen();
+    const f = this.fileRowAt(row);
+    const d = this.dim;
+    if (this.vectors !== undefined) return this.vectors.slice(row * d, (row + 1) * d);
+    const out = new Float32Array(d);
+    this.readRows(f, 1, out, 0);
+    return out;
+  }
+
   /**
    * Whether the file at `file.path` needs describing: "unchanged" (an entry or a failure with the
    * same size and mtime: skip it), "changed" (replace it), or "new". Committed state only.

@@ -219,6 +219,7 @@ export async function indexOnQueue(
     }
 
     const summary = run.finish();
+    index.afterAdd();
     // Nothing of ours left but failed jobs: the queue name is free for another index.
     const left = await queue.getJobCounts(
       "waiting",

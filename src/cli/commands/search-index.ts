@@ -2,9 +2,10 @@
  * `superglobal search --index PATH QUERY...`: the best matches of query images in an index, with
  * the index's own model (loaded once for all queries). Plain output: one line per result,
  * `rank<TAB>score<TAB>path` (a `# query` line first when there are several queries); `--json`:
- * one object per query per line, `{"query", "results": [{"path", "score"}, …]}`, best first.
+ * one object per query per line, `{"query", "method", "results": [{"path", "score"}, …]}`, best
+ * first, where method says how the candidates were found: "exact" or "ann" (`--search`).
  */
-import { Index, type RerankMode } from "../../app/photo-index.ts";
+import { Index, type RerankMode, type SearchMethod } from "../../app/photo-index.ts";
 import { SuperglobalError } from "../../errors.ts";
 import type { Box } from "../../image/crop.ts";
 import { type IndexModelFlags, modelSpecFrom } from "../index-options.ts";
@@ -14,6 +15,7 @@ export interface IndexSearchFlags extends IndexModelFlags {
   top?: number;
   bbox?: Box;
   rerank: RerankMode;
+  search?: SearchMethod;
   json: boolean;
   threads?: number;
 }
@@ -38,10 +40,12 @@ export async function runIndexSearch(queries: string[], flags: IndexSearchFlags)
   try {
     for (const query of queries) {
       let hits: Awaited<ReturnType<Index["search"]>>["hits"];
+      let method: Awaited<ReturnType<Index["search"]>>["method"];
       try {
-        ({ hits } = await index.search(query, {
+        ({ hits, method } = await index.search(query, {
           top: flags.top ?? 10,
           rerank: flags.rerank,
+          ...(flags.search === undefined ? {} : { search: flags.search }),
           ...(flags.bbox === undefined ? {} : { bbox: flags.bbox }),
         }));
       } catch (error) {
@@ -52,7 +56,7 @@ export async function runIndexSearch(queries: string[], flags: IndexSearchFlags)
       }
       if (flags.json) {
         const results = hits.map((h) => ({ path: h.path, score: h.score }));
-        process.stdout.write(`${JSON.stringify({ query, results })}\n`);
+        process.stdout.write(`${JSON.stringify({ query, method, results })}\n`);
       } else {
         if (queries.length > 1) process.stdout.write(`# ${query}\n`);
         for (const h of hits) process.stdout.write(`${h.rank}\t${h.score.toFixed(4)}\t${h.path}\n`);

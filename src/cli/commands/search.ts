@@ -5,7 +5,7 @@
  * NaN row) are skipped, and the command says how many.
  */
 import type { Command } from "commander";
-import { RERANK_MODES } from "../../app/photo-index.ts";
+import { RERANK_MODES, SEARCH_METHODS } from "../../app/photo-index.ts";
 import { SuperglobalError } from "../../errors.ts";
 import { readMatrixF32, writeNpy } from "../../io/npy.ts";
 import { assertWritable } from "../../io/writable.ts";
@@ -42,6 +42,12 @@ export function register(program: Command): void {
       "with --index: adaptive (default), paper, or off",
       choiceOption("--rerank", RERANK_MODES),
       "adaptive",
+    )
+    .option(
+      "--search <method>",
+      "with --index: auto (default: exact below the ANN threshold, approximate above), exact, or ann",
+      choiceOption("--search", SEARCH_METHODS),
+      "auto",
     )
     .option("--json", "with --index: one JSON object per query per line")
     .option("--db <file>", "database descriptors, float32/float64 .npy [N, D]")
