@@ -182,7 +182,7 @@ export async function main(argv: string[]): Promise<void> {
     results,
   };
   saveResult(
-    `index-throughput${values.tag === undefined ? "" : `-${values.tag}`}`,
+    `index-throughput-${new Date().toISOString().slice(0, 10)}${values.tag === undefined ? "" : `-${values.tag}`}`,
     record,
     summary(record),
   );

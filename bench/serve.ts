@@ -20,6 +20,7 @@ import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
+import { Index } from "../src/app/photo-index.ts";
 import { DEFAULT_WHITENING_DIR } from "../src/descriptor/default-model.ts";
 import { Extractor } from "../src/descriptor/extractor.ts";
 import { IndexStore } from "../src/index/index-store.ts";
@@ -94,6 +95,17 @@ export async function main(args: string[]): Promise<void> {
   );
   const built = buildIndex(dir, o, identity, dim, spec);
   log(`index: ${dir} (${built})`);
+  // The ANN graph a writer keeps beside the vectors (what `superglobal index` leaves behind past
+  // the threshold): the read-only server searches with it. Reused while current.
+  const tAnn = performance.now();
+  const writer = await Index.open(dir, {});
+  try {
+    await writer.updateAnn();
+  } finally {
+    await writer.close();
+  }
+  const annSeconds = (performance.now() - tAnn) / 1000;
+  log(`ANN graph ready in ${annSeconds.toFixed(1)} s`);
 
   const queries = await Promise.all(
     QUERY_PHOTOS.map((rel) =>
@@ -148,7 +160,7 @@ export async function main(args: string[]): Promise<void> {
       machine: machine(),
       options: o,
       model: { identity, dim, spec },
-      index: { dir, rows: o.rows, built },
+      index: { dir, rows: o.rows, built, annSeconds },
       loadavg: { before: load0, after: loadavg() },
       cpu: {
         totalS: cpu1.total - cpu0.total,
@@ -292,6 +304,8 @@ async function memory(url: string): Promise<Memory> {
 interface Sample {
   status: number;
   ms: number;
+  /** The server's search method (exact scan or ANN graph). */
+  method?: string;
   timings?: Timings;
   retryAfter?: number;
   error?: string;
@@ -305,11 +319,12 @@ async function searchById(url: string, id: number, rerank: string): Promise<Samp
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ id, top: 20, rerank }),
     });
-    const body = (await r.json()) as { timings?: Timings };
+    const body = (await r.json()) as { timings?: Timings; method?: string };
     return {
       status: r.status,
       ms: performance.now() - t0,
       ...(body.timings ? { timings: body.timings } : {}),
+      ...(body.method ? { method: body.method } : {}),
     };
   } catch (error) {
     return { status: 0, ms: performance.now() - t0, error: String(error) };
@@ -453,6 +468,13 @@ function summarize(samples: Sample[]) {
     rerank: t((x) => x.rerank),
     searchRerank: t((x) => x.search + x.rerank),
     server: t((x) => x.total),
+    /** How many answers used each search method. */
+    methods: Object.fromEntries(
+      [...new Set(ok.map((s) => s.method ?? "?"))].map((m) => [
+        m,
+        ok.filter((s) => (s.method ?? "?") === m).length,
+      ]),
+    ),
   };
 }
 
@@ -463,7 +485,8 @@ const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 function line(s: ReturnType<typeof summarize>): string {
   return (
     `n ${s.n}, errors ${s.errors}; p50/p99 ms: search ${pq(s.search)}, rerank ${pq(s.rerank)}, ` +
-    `search+rerank ${pq(s.searchRerank)}, extraction ${pq(s.extraction)}, round trip ${pq(s.roundTrip)}`
+    `search+rerank ${pq(s.searchRerank)}, extraction ${pq(s.extraction)}, round trip ${pq(s.roundTrip)}, ` +
+    `methods ${JSON.stringify(s.methods)}`
   );
 }
 
@@ -483,7 +506,7 @@ function report(r: any): string {
       `while it ran: ${f1(r.cpu.totalS)} CPU-s in all, server + clients used ${f1(r.cpu.oursS)}, other processes ${f1(r.cpu.otherCpuS)}, ` +
       `the hypervisor stole ${(100 * r.cpu.stealShare).toFixed(1)}%`,
     `index: ${r.options.rows} random unit vectors in ${r.options.clusters} clusters, model ${r.model.identity} ` +
-      `(${r.index.built}); server: the CLI in its own process, queue ${r.options.queue}, started (index loaded, sessions warmed) in ${f1(r.serverStartMs / 1000)} s`,
+      `(${r.index.built}; ANN graph ready in ${f1(r.index.annSeconds)} s); search method of the answers by id: ${JSON.stringify(r.byId.adaptive.methods)}; server: the CLI in its own process, queue ${r.options.queue}, started (index loaded, sessions warmed) in ${f1(r.serverStartMs / 1000)} s`,
     "",
     "Times in ms, p50 / p99, from the server's own timings per request (round trip: the client's).",
     "",

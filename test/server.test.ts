@@ -27,6 +27,7 @@ interface Answer {
   results: Array<{ id: number; path: string; score: number; rank: number }>;
   model: { name: string; network: string; dim: number; identity: string };
   timings: Record<"queue" | "decode" | "extract" | "search" | "rerank" | "total", number>;
+  method: "exact" | "ann";
 }
 
 let fx: ServerFixture;
@@ -181,6 +182,7 @@ describe("POST /search", skip, () => {
     }
     assert.ok(a.timings.extract > 0 && a.timings.decode > 0 && a.timings.search > 0);
     assert.ok(a.timings.total >= a.timings.extract + a.timings.search);
+    assert.equal(a.method, "exact", "a small index is searched exactly");
   });
 
   test("a multipart field `image` with top, rerank and box as fields", async () => {

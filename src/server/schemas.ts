@@ -59,8 +59,14 @@ const searchAnswer = {
     },
     model,
     timings,
+    method: {
+      type: "string",
+      enum: ["exact", "ann"],
+      description:
+        "How candidates were found: every vector scanned, or the ANN graph (large indexes).",
+    },
   },
-  required: ["results", "model", "timings"],
+  required: ["results", "model", "timings", "method"],
 } as const;
 
 const errors = (...statuses: number[]) =>

@@ -37,6 +37,8 @@ export interface SearchAnswer {
   results: SearchResultItem[];
   model: ModelDescription;
   timings: StageTimings;
+  /** How the candidates were found (Index.search's `method`). */
+  method: "exact" | "ann";
 }
 
 export interface ModelDescription {
@@ -119,7 +121,7 @@ export class SearchService {
           rerank: r.timings.rerank,
           total: performance.now() - t0,
         };
-        return this.answer(r.hits, timings, true);
+        return this.answer(r, timings, true);
       }),
     );
   }
@@ -133,7 +135,7 @@ export class SearchService {
       if (q === undefined) throw new HttpError(404, "UNKNOWN_ID", `no indexed image has id ${id}`);
       const r = await this.index.search(q, { top: options.top, rerank: options.rerank });
       return this.answer(
-        r.hits,
+        r,
         {
           queue: 0,
           decode: 0,
@@ -176,11 +178,11 @@ export class SearchService {
   }
 
   private answer(
-    hits: Array<{ rank: number; path: string; score: number }>,
+    found: { hits: Array<{ rank: number; path: string; score: number }>; method: "exact" | "ann" },
     timings: StageTimings,
     byImage: boolean,
   ): SearchAnswer {
-    const results = hits.map((h) => {
+    const results = found.hits.map((h) => {
       let id = this.catalog.id(h.path);
       if (id === undefined) id = this.catalog.sync([h.path])[0] as number;
       return { id, path: h.path, score: h.score, rank: h.rank };
@@ -192,6 +194,6 @@ export class SearchService {
       // rerank=off has no rerank stage: leave it out rather than count a zero.
       if (stage !== "rerank" || timings.rerank > 0) this.metrics.stage(stage, timings[stage]);
     }
-    return { results, model: this.model, timings };
+    return { results, model: this.model, timings, method: found.method };
   }
 }
