@@ -121,14 +121,18 @@ export async function main(args: string[]): Promise<void> {
     const memStart = await memory(server.url);
     log(`server up in ${server.startMs.toFixed(0)} ms; RSS ${mib(memStart.rss)} MiB`);
 
-    // 1. Latency of searches by id: search + rerank, one at a time.
+    // 1. Latency of searches by id: search + rerank, one at a time. The first rounds right after
+    // start-up pay for cold memory (the ANN graph is memory-mapped: each page is faulted in on
+    // first touch) and compilation; the default mode is measured again at the end, warm.
     const byId: Record<string, ReturnType<typeof summarize>> = {};
     const rng = new SeededRandom(o.seed + 1);
-    for (const mode of ["off", "adaptive", "paper"] as const) {
+    for (const mode of ["off", "adaptive", "paper", "adaptive-warm"] as const) {
       const samples: Sample[] = [];
       for (let i = 0; i < o.requests; i++) {
         const id = Math.floor(rng.uniform() * o.rows);
-        samples.push(await searchById(server.url, id, mode));
+        samples.push(
+          await searchById(server.url, id, mode === "adaptive-warm" ? "adaptive" : mode),
+        );
       }
       byId[mode] = summarize(samples);
       log(`by id, rerank ${mode}: ${line(byId[mode])}`);
@@ -494,7 +498,8 @@ function line(s: ReturnType<typeof summarize>): string {
 function report(r: any): string {
   const row = (name: string, s: ReturnType<typeof summarize>) =>
     `| ${name} | ${s.n} | ${s.errors} | ${pq(s.extraction)} | ${pq(s.queue)} | ${pq(s.search)} | ${pq(s.rerank)} | ${pq(s.searchRerank)} | ${pq(s.roundTrip)} |`;
-  const adaptive = r.byId.adaptive as ReturnType<typeof summarize>;
+  const adaptive = r.byId["adaptive-warm"] as ReturnType<typeof summarize>;
+  const cold = r.byId.adaptive as ReturnType<typeof summarize>;
   const rounds = r.uploads.rounds as UploadRound[];
   const uploadErrors = rounds.reduce((a, x) => a + x.errors, 0);
   const growth = (rounds[1] as UploadRound).memAfter.rss - (rounds[0] as UploadRound).memAfter.rss;
@@ -515,6 +520,7 @@ function report(r: any): string {
     row("by id, rerank off, 1 client", r.byId.off),
     row("by id, rerank adaptive, 1 client", r.byId.adaptive),
     row("by id, rerank paper, 1 client", r.byId.paper),
+    row("by id, rerank adaptive, 1 client, again (warm)", adaptive),
     row(`by id, adaptive, ${r.throughput.clients} clients`, r.throughput.summary),
     ...rounds.map((x, i) =>
       row(`uploads, ${r.uploads.clients} clients, round ${i + 1} (200s)`, x.summary),
@@ -531,8 +537,8 @@ function report(r: any): string {
       `growth from the end of upload round 1 to the end of round 2: ${f1(growth / 2 ** 20)} MiB`,
     `shutdown on SIGTERM: exit code ${r.shutdown.code} in ${f1(r.shutdown.ms)} ms`,
     "",
-    `targets: search + rerank p99 ≤ 30 ms at ${r.options.rows} (default rerank, by id): ${f1(adaptive.searchRerank.p99)} ms ` +
-      `${adaptive.searchRerank.p99 <= 30 ? "(met)" : "(NOT met)"}; no error under 4x the queue bound of concurrent uploads: ` +
+    `targets: search + rerank p99 ≤ 30 ms at ${r.options.rows} (default rerank, by id, warm): ${f1(adaptive.searchRerank.p99)} ms ` +
+      `${adaptive.searchRerank.p99 <= 30 ? "(met)" : "(NOT met)"} (the first ${cold.n} after start-up, cold: ${f1(cold.searchRerank.p99)} ms); no error under 4x the queue bound of concurrent uploads: ` +
       `${uploadErrors} errors ${uploadErrors === 0 ? "(met)" : "(NOT met)"}; flat memory: ${f1(growth / 2 ** 20)} MiB between rounds`,
   ].join("\n");
 }

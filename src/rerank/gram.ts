@@ -16,7 +16,8 @@ export class OnnxGram {
     const x = g.input("g", ["m", "d"]);
     g.node("Gemm", [x, x], { transB: 1 }, ["gram"]);
     g.output("gram", ["m", "m"]);
-    return new OnnxGram(await OnnxSession.create(g.encode(), options));
+    // One short product per query, between other work: no spinning threads left behind.
+    return new OnnxGram(await OnnxSession.create(g.encode(), { ...options, spin: false }));
   }
 
   /** A = G·Gᵀ in float32 ([m, m], row-major); `g` holds m rows of d values. */

@@ -7,6 +7,12 @@ import ort from "onnxruntime-node";
 export interface SessionOptions {
   /** Threads for one operator; defaults to all cores ORT sees. */
   threads?: number;
+  /**
+   * Let idle pool threads spin-wait for the next operator (onnxruntime's default, true): right
+   * for long runs of operators (a backbone); for short calls between other work (reranking's
+   * Gram matrix in a server) the spinning takes a core from whatever runs next.
+   */
+  spin?: boolean;
 }
 
 export type Feeds = Record<string, { data: Float32Array; dims: readonly number[] }>;
@@ -25,6 +31,9 @@ export class OnnxSession {
       executionMode: "sequential",
       interOpNumThreads: 1,
       ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
+      ...(options.spin === false
+        ? { extra: { session: { intra_op: { allow_spinning: "0" } } } }
+        : {}),
     };
     const session =
       typeof model === "string"
