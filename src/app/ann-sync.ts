@@ -38,7 +38,7 @@ import {
 import { join } from "node:path";
 import { rowIsFinite } from "../core/matrix.ts";
 import { assertInteger } from "../errors.ts";
-import { io, ioError, replaceFileAtomically, writeFully } from "../index/durable-io.ts";
+import { ioError, replaceFileAtomically, syncFile, writeFileDurably } from "../index/durable-io.ts";
 import type { IndexStore } from "../index/index-store.ts";
 import { type AnnParameters, AnnSearch, annParameters, MAX_ANN_KEY } from "../search/ann-search.ts";
 
@@ -245,15 +245,10 @@ export class AnnSync {
     const keysFile = join(dir, `ann-${id}.keys`);
     try {
       ann.save(annFile);
+      syncFile(annFile); // usearch writes it; ann.json must never name a file a crash can lose
       const keys = this.keyOf.slice(0, this.covered);
       const bytes = new Uint8Array(keys.buffer, 0, keys.byteLength);
-      const fd = openSync(keysFile, "w");
-      try {
-        writeFully(fd, bytes, 0);
-        io.datasync(fd);
-      } finally {
-        closeSync(fd);
-      }
+      writeFileDurably(keysFile, bytes);
       const meta: AnnMeta = {
         format: FORMAT,
         version: VERSION,

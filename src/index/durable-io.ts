@@ -48,6 +48,27 @@ export function readFully(fd: number, into: Uint8Array, position: number): numbe
   return done;
 }
 
+/** Writes `data` as the whole of `path` (created or truncated) and fsyncs it. */
+export function writeFileDurably(path: string, data: Uint8Array): void {
+  const fd = openSync(path, "w");
+  try {
+    writeFully(fd, data, 0);
+    io.datasync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Makes the content of a file written by someone else (a library) durable. */
+export function syncFile(path: string): void {
+  const fd = openSync(path, "r+");
+  try {
+    io.datasync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Makes a folder's entries (created, renamed, removed files) durable. */
 export function syncDir(dir: string): void {
   const fd = openSync(dir, "r");
@@ -64,13 +85,7 @@ export function syncDir(dir: string): void {
  */
 export function replaceFileAtomically(path: string, data: Uint8Array): void {
   const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, "w");
-  try {
-    writeFully(fd, data, 0);
-    io.datasync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  writeFileDurably(tmp, data);
   renameSync(tmp, path);
   syncDir(dirname(path));
 }
