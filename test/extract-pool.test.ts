@@ -164,6 +164,11 @@ test("the pool's descriptors and hashes equal one Extractor's, byte for byte", s
       );
       assert.equal(got.sha256, createHash("sha256").update(readFileSync(file)).digest("hex"));
     }
+    // Bytes the caller already read are described as they are: the path only names them.
+    const bytes = readFileSync(files[2]!);
+    const given = await pool.describe(join(photos, "not-on-disk.jpg"), { bytes });
+    assert.deepEqual(given.descriptor, await single.extract(files[2]!));
+    assert.equal(given.sha256, createHash("sha256").update(bytes).digest("hex"));
     // A box crops in the worker as it does in the extractor.
     const box: [number, number, number, number] = [10, 20, 200, 150];
     assert.deepEqual(

@@ -109,8 +109,15 @@ export class ExtractorPool implements BatchExtractor {
     }
   }
 
-  /** The descriptor of the image file at `path` (cropped to `bbox`), and the file's sha256. */
-  describe(path: string, input: { bbox?: Box } = {}): Promise<PooledDescriptor> {
+  /**
+   * The descriptor of the image file at `path` (cropped to `bbox`), and the file's sha256. With
+   * `bytes` (the file as the caller already read it; copied to the worker), the worker describes
+   * them instead of reading the file again, and `path` only names the image.
+   */
+  describe(
+    path: string,
+    input: { bbox?: Box; bytes?: Uint8Array } = {},
+  ): Promise<PooledDescriptor> {
     if (this.broken !== undefined) return Promise.reject(this.broken);
     // The lane with the fewest images waiting.
     let lane = this.lanes[0] as Lane;
@@ -120,6 +127,7 @@ export class ExtractorPool implements BatchExtractor {
       id,
       path,
       ...(input.bbox === undefined ? {} : { bbox: input.bbox }),
+      ...(input.bytes === undefined ? {} : { bytes: input.bytes }),
     };
     return new Promise<PooledDescriptor>((resolve, reject) => {
       lane.pending.set(id, { resolve, reject });
@@ -127,7 +135,10 @@ export class ExtractorPool implements BatchExtractor {
     });
   }
 
-  async extract(path: string, input: { bbox?: Box } = {}): Promise<Float32Array> {
+  async extract(
+    path: string,
+    input: { bbox?: Box; bytes?: Uint8Array } = {},
+  ): Promise<Float32Array> {
     return (await this.describe(path, input)).descriptor;
   }
 

@@ -20,6 +20,8 @@ export interface WorkRequest {
   id: number;
   path: string;
   bbox?: Box;
+  /** The file's bytes, when the caller has read them already (else read here). */
+  bytes?: Uint8Array;
 }
 
 export type WorkReply =
@@ -63,7 +65,7 @@ try {
 
 port.on("message", async (request: WorkRequest) => {
   try {
-    const bytes = await readImageFile(request.path);
+    const bytes = request.bytes ?? (await readImageFile(request.path));
     const sha256 = createHash("sha256").update(bytes).digest("hex");
     const descriptor = await extractor.extract(bytes, {
       name: request.path,

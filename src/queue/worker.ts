@@ -135,10 +135,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
       );
     }
     // The local run's loop, for one image: the same failures with the same reasons.
-    const { descriptors, failures } = await extractMany(
-      [data.path],
-      extractor.forBytes(bytes, data.hash),
-    );
+    const { descriptors, failures } = await extractMany([data.path], extractor.forBytes(bytes));
     const failure = failures[0];
     const result: JobResult =
       failure === undefined
@@ -182,7 +179,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
 /** A job's model: its identity, and an extractor for one image whose bytes were read and checked. */
 interface JobModel {
   identity: string;
-  forBytes(bytes: Uint8Array, hash: string): BatchExtractor;
+  forBytes(bytes: Uint8Array): BatchExtractor;
   release(): Promise<void>;
 }
 
@@ -200,19 +197,13 @@ function singleModel(extractor: Extractor): JobModel {
   };
 }
 
-/** A pool of worker threads: each reads the file again, and must read the bytes checked here. */
+/** A pool of worker threads: the bytes read and checked here are handed to one of them. */
 function pooledModel(pool: ExtractorPool): JobModel {
   return {
     identity: pool.identity,
-    forBytes: (_bytes, hash): BatchExtractor => ({
+    forBytes: (bytes): BatchExtractor => ({
       dim: pool.dim,
-      async extract(path) {
-        const { descriptor, sha256 } = await pool.describe(path);
-        if (sha256 !== hash) {
-          throw new Error(`${path}: the file changed while this worker was describing it`);
-        }
-        return descriptor;
-      },
+      extract: (path) => pool.extract(path, { bytes }),
     }),
     release: () => pool.release(),
   };
