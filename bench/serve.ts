@@ -24,6 +24,7 @@ import { Index } from "../src/app/photo-index.ts";
 import { DEFAULT_WHITENING_DIR } from "../src/descriptor/default-model.ts";
 import { Extractor } from "../src/descriptor/extractor.ts";
 import { IndexStore } from "../src/index/index-store.ts";
+import type { StageTimings } from "../src/server/search-service.ts";
 import {
   contention,
   cpuTimes,
@@ -50,14 +51,8 @@ interface Options {
   seed: number;
 }
 
-interface Timings {
-  queue: number;
-  decode: number;
-  extract: number;
-  search: number;
-  rerank: number;
-  total: number;
-}
+/** The server's stage times, as it answers them. */
+type Timings = StageTimings;
 
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
