@@ -19,9 +19,10 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { SuperglobalError } from "../src/errors.ts";
 import { io } from "../src/index/durable-io.ts";
-import { fileIdentity, hashFile } from "../src/index/file-hash.ts";
+import { fileIdentity } from "../src/index/file-hash.ts";
 import { toHalfBits, widenHalf } from "../src/index/float16.ts";
 import { type IndexEntry, IndexStore } from "../src/index/index-store.ts";
+import { sha256OfFile, sha256OfFileSync } from "../src/io/file-sha256.ts";
 import { descriptorFor, hashOf, seeded } from "./helpers/index-fixtures.ts";
 
 const DIM = 16;
@@ -629,18 +630,25 @@ test("index: on a really full file system (tmpfs, as root) commits fail cleanly"
   }
 });
 
-test("index: hashFile and fileIdentity read the file's sha256, size and mtime", async () => {
+test("index: sha256OfFile, sha256OfFileSync and fileIdentity read the file's sha256, size and mtime", async () => {
   const dir = tempDir();
   const file = join(dir, "ünï.bin");
   const bytes = Buffer.alloc(3 * 1024 * 1024 + 17);
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31) & 0xff;
   writeFileSync(file, bytes);
   const want = createHash("sha256").update(bytes).digest("hex");
-  assert.equal(await hashFile(file), want);
+  assert.deepEqual(await sha256OfFile(file), { sha256: want, bytes: bytes.length });
+  assert.deepEqual(sha256OfFileSync(file), { sha256: want, bytes: bytes.length });
   const id = await fileIdentity(file);
   const st = statSync(file);
   assert.deepEqual(id, { size: st.size, mtimeMs: st.mtimeMs, hash: want });
-  await assert.rejects(hashFile(join(dir, "missing")), { code: "ENOENT" });
+  const empty = join(dir, "empty");
+  writeFileSync(empty, "");
+  const none = createHash("sha256").digest("hex");
+  assert.deepEqual(await sha256OfFile(empty), { sha256: none, bytes: 0 });
+  assert.deepEqual(sha256OfFileSync(empty), { sha256: none, bytes: 0 });
+  await assert.rejects(sha256OfFile(join(dir, "missing")), { code: "ENOENT" });
+  assert.throws(() => sha256OfFileSync(join(dir, "missing")), { code: "ENOENT" });
   // an index folder copied elsewhere still opens (no absolute paths inside)
   const idx = join(dir, "a.sgi");
   IndexStore.create(idx, { model: MODEL, dim: DIM }).close();

@@ -26,20 +26,13 @@
  */
 
 import { createHash, randomBytes } from "node:crypto";
-import {
-  closeSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readSync,
-  rmSync,
-  statSync,
-} from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { rowIsFinite } from "../core/matrix.ts";
 import { assertInteger } from "../errors.ts";
 import { ioError, replaceFileAtomically, syncFile, writeFileDurably } from "../index/durable-io.ts";
 import type { IndexStore } from "../index/index-store.ts";
+import { sha256OfFileSync } from "../io/file-sha256.ts";
 import { type AnnParameters, AnnSearch, annParameters, MAX_ANN_KEY } from "../search/ann-search.ts";
 
 /**
@@ -262,7 +255,7 @@ export class AnnSync {
         nextKey: this.nextKey,
         file: `ann-${id}`,
         annBytes: statSync(annFile).size,
-        annSha256: sha256File(annFile),
+        annSha256: sha256OfFileSync(annFile).sha256,
         keysBytes: bytes.length,
         keysSha256: createHash("sha256").update(bytes).digest("hex"),
       };
@@ -431,7 +424,10 @@ export class AnnSync {
     const keysFile = join(dir, `${meta.file}.keys`);
     let keyOf: Int32Array;
     try {
-      if (statSync(annFile).size !== meta.annBytes || sha256File(annFile) !== meta.annSha256) {
+      if (
+        statSync(annFile).size !== meta.annBytes ||
+        sha256OfFileSync(annFile).sha256 !== meta.annSha256
+      ) {
         this.loadState = "corrupt";
         return;
       }
@@ -502,22 +498,4 @@ export class AnnSync {
       }
     }
   }
-}
-
-/** SHA-256 of a file, read in bounded chunks (an ANN file can be several GB). */
-function sha256File(path: string): string {
-  const hash = createHash("sha256");
-  const fd = openSync(path, "r");
-  try {
-    const buffer = Buffer.allocUnsafe(16 << 20);
-    for (let position = 0; ; ) {
-      const got = readSync(fd, buffer, 0, buffer.length, position);
-      if (got === 0) break;
-      hash.update(buffer.subarray(0, got));
-      position += got;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest("hex");
 }

@@ -1,17 +1,7 @@
-/**
- * Downloading one file over HTTP(S), for models pulled on request: the bytes go to
- * `<dest>.part`, a broken transfer resumes from where it stopped (an HTTP Range request; a
- * server that ignores Range sends the whole file again and the part restarts cleanly), redirects
- * are followed, the sha256 is checked when one is given (a mismatch deletes the part), and the
- * finished file is renamed into place, so `dest` is either absent or complete. A Google Drive
- * confirm page ("can't scan this file for viruses") is followed to the file (google-drive.ts).
- * Errors name the URL and say what happened, with no stack trace.
- */
-import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { SuperglobalError } from "../errors.ts";
+import { sha256OfFile } from "./file-sha256.ts";
 import { driveConfirmUrl, driveDownloadUrl } from "./google-drive.ts";
 
 export interface DownloadProgress {
@@ -113,7 +103,7 @@ export async function download(
       await new Promise((done) => setTimeout(done, Math.min(4000, 250 * 2 ** attempt)));
     }
   }
-  const { sha256, bytes } = await hashFile(part);
+  const { sha256, bytes } = await sha256OfFile(part);
   if (options.sha256 !== undefined && sha256 !== options.sha256.toLowerCase()) {
     await rm(part, { force: true });
     throw new SuperglobalError(
@@ -276,16 +266,6 @@ async function sizeOf(path: string): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-async function hashFile(path: string): Promise<{ sha256: string; bytes: number }> {
-  const hash = createHash("sha256");
-  let bytes = 0;
-  for await (const chunk of createReadStream(path)) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).byteLength;
-  }
-  return { sha256: hash.digest("hex"), bytes };
 }
 
 /** undici's "fetch failed" hides the reason in `cause`: ECONNREFUSED, ENOTFOUND, … */

@@ -23,7 +23,7 @@ import { Queue } from "bullmq";
 import type { AddOptions, AddSummary, PlannedFile } from "../app/add-run.ts";
 import type { Index } from "../app/photo-index.ts";
 import { fileError, SuperglobalError } from "../errors.ts";
-import { hashFile } from "../index/file-hash.ts";
+import { sha256OfFile } from "../io/file-sha256.ts";
 import {
   bullConnection,
   checkQueueName,
@@ -134,7 +134,7 @@ export async function indexOnQueue(
         const file = wanted.get(id)!;
         let hash: string;
         try {
-          hash = await hashFile(file.path);
+          hash = (await sha256OfFile(file.path)).sha256;
         } catch (cause) {
           const reason = fileError(file.path, "cannot read the image", cause, "BAD_IMAGE").message;
           run.fail(file, null, reason);
