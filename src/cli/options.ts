@@ -138,11 +138,11 @@ export function addSpeedOptions(command: Command): Command {
     );
 }
 
-/** Declares --threads (onnxruntime's intra-op threads). */
-export function addThreadsOption(command: Command): void {
+/** Declares --threads (onnxruntime's intra-op threads); `jobsFlag` is the command's option for images in flight. */
+export function addThreadsOption(command: Command, jobsFlag = "--jobs"): void {
   command.option(
     "--threads <n>",
-    "onnxruntime threads (per job with --jobs; default: all cores, shared out among the jobs)",
+    `onnxruntime threads (per job with ${jobsFlag}; default: all cores, shared out among the jobs)`,
     intOption("--threads", 1, 1024),
   );
 }

@@ -6,7 +6,7 @@
 import type { Command } from "commander";
 import { DEFAULT_QUEUE_NAME } from "../../queue/connection.ts";
 import { startWorker } from "../../queue/worker.ts";
-import { intOption } from "../options.ts";
+import { addThreadsOption, intOption } from "../options.ts";
 
 interface WorkerFlags {
   queue: string;
@@ -19,7 +19,7 @@ interface WorkerFlags {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command("worker")
     .description(
       "describe images for `superglobal index --queue` (needs the images at the same paths as the indexing machine: a shared mount)",
@@ -31,11 +31,6 @@ export function register(program: Command): void {
       "jobs at once; above 1, each in its own worker thread with its own copy of the model",
       intOption("--concurrency", 1, 256),
       1,
-    )
-    .option(
-      "--threads <n>",
-      "onnxruntime threads per job (default: all cores, shared out among the jobs)",
-      intOption("--threads", 1, 1024),
     )
     .option(
       "--lock-ms <ms>",
@@ -54,10 +49,11 @@ export function register(program: Command): void {
       "a job whose worker died more than this many times fails",
       intOption("--max-stalled", 0, 100),
       2,
-    )
-    .action(async (flags: WorkerFlags) => {
-      await runWorker(flags);
-    });
+    );
+  addThreadsOption(command, "--concurrency");
+  command.action(async (flags: WorkerFlags) => {
+    await runWorker(flags);
+  });
 }
 
 async function runWorker(flags: WorkerFlags): Promise<void> {
