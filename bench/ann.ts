@@ -14,8 +14,17 @@
  * seed, cached in bench/.work/ann/. Each side runs in its own process, one after the other, so its
  * peak RSS is its own.
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { AnnSearch } from "../src/search/ann-search.ts";
@@ -58,6 +67,9 @@ interface SideReport {
   /** RSS right after the build (data + index), before any search: the peak also counts the memory-mapped views. */
   build_rss_mib?: number;
   file_mib?: number;
+  /** With --concurrent-builds: the build's own CPU seconds, and what else ran meanwhile (the other build included). */
+  build_cpu_s?: number;
+  build_other_cpu_s?: number;
   data_rss_mib: number;
   peak_rss_mib: number;
   points: SearchPoint[];
@@ -92,22 +104,71 @@ function clustered(
   return out;
 }
 
-function writeAtomic(path: string, bytes: Uint8Array): void {
-  writeFileSync(`${path}.tmp`, bytes);
+/** Writes through a temporary name in pieces (one typed-array view is capped below 8 GiB). */
+function writeAtomic(path: string, a: Float32Array | Int32Array): void {
+  const fd = openSync(`${path}.tmp`, "w");
+  const step = 1 << 26;
+  for (let i = 0; i < a.length; i += step) {
+    const part = a.subarray(i, Math.min(a.length, i + step));
+    const bytes = new Uint8Array(part.buffer, part.byteOffset, part.byteLength);
+    for (let o = 0; o < bytes.length; ) o += writeSync(fd, bytes, o, bytes.length - o);
+  }
+  closeSync(fd);
   renameSync(`${path}.tmp`, path);
 }
 
-const bytesOf = (a: Float32Array | Int32Array) =>
-  new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+/** Reads floats [from, from + out.length) of a float32 file into `out`, in pieces (readFileSync stops at 2 GiB). */
+function readInto(fd: number, out: Float32Array | Int32Array, from: number): void {
+  const step = 1 << 26;
+  for (let i = 0; i < out.length; i += step) {
+    const part = out.subarray(i, Math.min(out.length, i + step));
+    const bytes = new Uint8Array(part.buffer, part.byteOffset, part.byteLength);
+    for (let o = 0; o < bytes.length; ) {
+      const n = readSync(fd, bytes, o, bytes.length - o, (from + i) * 4 + o);
+      if (n === 0) throw new Error("unexpected end of file");
+      o += n;
+    }
+  }
+}
 
 function readF32(path: string): Float32Array {
-  const b = readFileSync(path);
-  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  const out = new Float32Array(statSync(path).size / 4);
+  const fd = openSync(path, "r");
+  readInto(fd, out, 0);
+  closeSync(fd);
+  return out;
 }
 
 function readI32(path: string): Int32Array {
-  const b = readFileSync(path);
-  return new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  const out = new Int32Array(statSync(path).size / 4);
+  const fd = openSync(path, "r");
+  readInto(fd, out, 0);
+  closeSync(fd);
+  return out;
+}
+
+/**
+ * Calls `fn(r0, rows)` for consecutive blocks of `step` rows of a float32 file, reusing one
+ * buffer, so a side that copies the rows into its own index never holds the whole file.
+ */
+function forEachBlock(
+  path: string,
+  rows: number,
+  dim: number,
+  step: number,
+  fn: (r0: number, block: Float32Array) => void,
+): void {
+  const fd = openSync(path, "r");
+  const buf = new Float32Array(step * dim);
+  try {
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const block = buf.subarray(0, Math.min(step, rows - r0) * dim);
+      readInto(fd, block, r0 * dim);
+      fn(r0, block);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Generates (or reuses) the database, queries and the oracle's top-k for the first `truthRows` prefixes. */
@@ -124,19 +185,20 @@ function prepare(
   const tag = `${rows}x${dim}-c${clusters}-s${seed}`;
   const db = join(work, `${tag}.db.f32`);
   const queries = join(work, `${tag}.q${nq}.f32`);
+  // The rows just generated serve the oracle too (a second copy read back would be 8 GiB more at 1M).
+  let x: Float32Array | undefined;
   if (!existsSync(db) || !existsSync(queries)) {
     const t = performance.now();
     const rnd = new SeededRandom(seed);
     const centres = new Float32Array(clusters * dim);
     for (let i = 0; i < centres.length; i++) centres[i] = rnd.normal();
-    const x = clustered(rows, dim, centres, rnd);
+    x = clustered(rows, dim, centres, rnd);
     const q = clustered(nq, dim, centres, rnd);
-    writeAtomic(db, bytesOf(x));
-    writeAtomic(queries, bytesOf(q));
+    writeAtomic(db, x);
+    writeAtomic(queries, q);
     log(`generated ${tag} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
   const truths = new Map<number, string>();
-  let x: Float32Array | undefined;
   for (const n of prefixes) {
     const truth = join(work, `${tag}.q${nq}.top${k}.n${n}.i32`);
     if (!existsSync(truth)) {
@@ -148,7 +210,7 @@ function prepare(
         { data: q, rows: nq, cols: dim },
         k,
       );
-      writeAtomic(truth, bytesOf(r.ids));
+      writeAtomic(truth, r.ids);
       log(
         `oracle (float64 brute force) ${n} rows: ${((performance.now() - t) / 1000).toFixed(1)} s`,
       );
@@ -156,6 +218,29 @@ function prepare(
     truths.set(n, truth);
   }
   return { data: { db, queries, truth: truths.get(rows)!, rows, dim, nq, k }, truths };
+}
+
+/** prepare() in a child process, so the parent never holds the database (8 GiB at 1M × 2048). */
+function prepareInChild(
+  rows: number,
+  dim: number,
+  nq: number,
+  k: number,
+  clusters: number,
+  seed: number,
+  prefixes: number[],
+): { data: Data; truths: Map<number, string> } {
+  const r = runChild({
+    child: "prepare",
+    rows,
+    dim,
+    nq,
+    k,
+    clusters,
+    seed,
+    sizes: prefixes.join(","),
+  }) as { data: Data; truths: Array<[number, string]> };
+  return { data: r.data, truths: new Map(r.truths) };
 }
 
 function recallOf(found: ArrayLike<number>[], truth: Int32Array, k: number): number {
@@ -171,6 +256,13 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
+/** A build's progress every ~64k rows, so a long build's rate can be read (and projected) while it runs. */
+function progress(side: string, done: number, rows: number, t0: number): void {
+  if (done % 65536 >= 16384 && done !== rows) return;
+  const s = (performance.now() - t0) / 1000;
+  log(`${side}: ${done}/${rows} rows in ${s.toFixed(0)} s (${(done / s).toFixed(0)} rows/s)`);
+}
+
 // --- child sides -----------------------------------------------------------------------------
 
 async function childSide(side: string, a: Record<string, string>): Promise<SideReport> {
@@ -182,7 +274,10 @@ async function childSide(side: string, a: Record<string, string>): Promise<SideR
   const efs = a["ef"]!.split(",").map(Number);
   const connectivity = Number(a["connectivity"]);
   const expansionAdd = Number(a["expansionAdd"]);
-  const x = readF32(a["db"]!);
+  // "build" builds and saves the graph, "search" loads it and measures, "all" does both.
+  const phase = a["phase"] ?? "all";
+  // Only exact search needs all rows in memory; the ANN sides copy them into their own index.
+  const x = side === "exact" ? readF32(a["db"]!) : new Float32Array(0);
   const q = readF32(a["queries"]!);
   const truth = readI32(a["truth"]!);
   const dataRss = peakRssMiB();
@@ -209,40 +304,57 @@ async function childSide(side: string, a: Record<string, string>): Promise<SideR
     });
     await s.release();
   } else if (side === "usearch") {
-    const t = performance.now();
-    const ann = AnnSearch.create(dim, { connectivity, expansionAdd });
-    const step = 16384;
-    for (let r0 = 0; r0 < rows; r0 += step) {
-      const n = Math.min(step, rows - r0);
-      ann.add(
-        Int32Array.from({ length: n }, (_, i) => r0 + i),
-        x.subarray(r0 * dim, (r0 + n) * dim),
-        threads,
-      );
-    }
-    report.build_s = (performance.now() - t) / 1000;
-    report.build_rss_mib = process.memoryUsage().rss / 2 ** 20;
-    log(`usearch: built in ${report.build_s.toFixed(1)} s`);
     const file = join(work, `usearch-${rows}x${dim}.usearch`);
-    ann.save(file);
-    report.file_mib = readFileSync(file).byteLength / 2 ** 20;
-    for (const ef of efs) {
-      // What a reader gets: the saved graph, memory-mapped, with this expansion.
-      const v = AnnSearch.open(file, dim, { connectivity, expansionAdd, expansionSearch: ef });
-      points.push(measure(ef, (i) => v.search(query(i), k).keys));
+    if (phase !== "search") {
+      const t = performance.now();
+      const ann = AnnSearch.create(dim, { connectivity, expansionAdd });
+      forEachBlock(a["db"]!, rows, dim, 16384, (r0, block) => {
+        const n = block.length / dim;
+        ann.add(
+          Int32Array.from({ length: n }, (_, i) => r0 + i),
+          block,
+          threads,
+        );
+        progress("usearch", r0 + n, rows, t);
+      });
+      report.build_s = (performance.now() - t) / 1000;
+      report.build_rss_mib = process.memoryUsage().rss / 2 ** 20;
+      log(`usearch: built in ${report.build_s.toFixed(1)} s`);
+      ann.save(file);
+      report.file_mib = statSync(file).size / 2 ** 20;
+    }
+    if (phase !== "build") {
+      for (const ef of efs) {
+        // What a reader gets: the saved graph, memory-mapped, with this expansion.
+        const v = AnnSearch.open(file, dim, { connectivity, expansionAdd, expansionSearch: ef });
+        points.push(measure(ef, (i) => v.search(query(i), k).keys));
+      }
     }
   } else if (side === "hnswlib") {
     const { default: hnswlib } = await import("hnswlib-node");
-    const t = performance.now();
+    const file = join(work, `hnswlib-${rows}x${dim}.bin`);
     const h = new hnswlib.HierarchicalNSW("ip", dim);
-    h.initIndex(rows, connectivity, expansionAdd, 100);
-    for (let r = 0; r < rows; r++) h.addPoint(Array.from(x.subarray(r * dim, (r + 1) * dim)), r);
-    report.build_s = (performance.now() - t) / 1000;
-    report.build_rss_mib = process.memoryUsage().rss / 2 ** 20;
-    log(`hnswlib: built in ${report.build_s.toFixed(1)} s`);
-    for (const ef of efs) {
-      h.setEf(ef);
-      points.push(measure(ef, (i) => h.searchKnn(Array.from(query(i)), k).neighbors));
+    if (phase === "search") {
+      h.readIndexSync(file);
+    } else {
+      const t = performance.now();
+      h.initIndex(rows, connectivity, expansionAdd, 100);
+      forEachBlock(a["db"]!, rows, dim, 16384, (r0, block) => {
+        const n = block.length / dim;
+        for (let i = 0; i < n; i++)
+          h.addPoint(Array.from(block.subarray(i * dim, (i + 1) * dim)), r0 + i);
+        progress("hnswlib", r0 + n, rows, t);
+      });
+      report.build_s = (performance.now() - t) / 1000;
+      report.build_rss_mib = process.memoryUsage().rss / 2 ** 20;
+      log(`hnswlib: built in ${report.build_s.toFixed(1)} s`);
+      if (phase === "build") h.writeIndexSync(file);
+    }
+    if (phase !== "build") {
+      for (const ef of efs) {
+        h.setEf(ef);
+        points.push(measure(ef, (i) => h.searchKnn(Array.from(query(i)), k).neighbors));
+      }
     }
   } else {
     throw new Error(`unknown side ${side}`);
@@ -357,6 +469,29 @@ function runChild(args: Record<string, string | number>): unknown {
   return JSON.parse(last);
 }
 
+/** runChild without blocking: for the ANN builds that run side by side. */
+function runChildAsync(args: Record<string, string | number>): Promise<unknown> {
+  const flat = Object.entries(args).flatMap(([key, v]) => [`--${key}`, String(v)]);
+  return new Promise((done, fail) => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", join(here, "main.ts"), "ann", ...flat],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      out += chunk;
+    });
+    child.on("error", fail);
+    child.on("close", (code) => {
+      if (code !== 0) fail(new Error(`ann child ${String(args["child"])} exited with ${code}`));
+      else done(JSON.parse(out.trim().split("\n").pop()!));
+    });
+  });
+}
+
 // --- main --------------------------------------------------------------------------------------
 
 export async function main(argv: string[]): Promise<void> {
@@ -375,6 +510,7 @@ export async function main(argv: string[]): Promise<void> {
       "expansion-add": { type: "string", default: "128" },
       ef: { type: "string", default: "64,128,256,512" },
       "skip-peer": { type: "boolean", default: false },
+      "concurrent-builds": { type: "boolean", default: false },
       "skip-main": { type: "boolean", default: false },
       crossover: { type: "string", default: "3000,10000,30000,100000" },
       "crossover-dim": { type: "string", default: "1792" },
@@ -385,10 +521,24 @@ export async function main(argv: string[]): Promise<void> {
       nq: { type: "string" },
       sizes: { type: "string" },
       expansionAdd: { type: "string" },
+      phase: { type: "string" },
     },
   });
   const v = values as unknown as Record<string, string>;
   if (values.child !== undefined) {
+    if (values.child === "prepare") {
+      const p = prepare(
+        Number(v["rows"]),
+        Number(v["dim"]),
+        Number(v["nq"]),
+        Number(v["k"]),
+        Number(v["clusters"]),
+        Number(v["seed"]),
+        v["sizes"]!.split(",").map(Number),
+      );
+      process.stdout.write(`${JSON.stringify({ data: p.data, truths: [...p.truths] })}\n`);
+      return;
+    }
     const report =
       values.child === "crossover" ? await childCrossover(v) : await childSide(values.child, v);
     process.stdout.write(`${JSON.stringify(report)}\n`);
@@ -409,24 +559,64 @@ export async function main(argv: string[]): Promise<void> {
     nq,
   };
   const sides: Array<SideReport & { other_cpu_s: number; steal_share: number }> = [];
-  if (!values["skip-main"]) {
-    const { data } = prepare(rows, dim, nq, k, clusters, seed, [rows]);
-    const base = { ...common, rows, dim, db: data.db, queries: data.queries, truth: data.truth };
-    for (const side of ["exact", "usearch", ...(values["skip-peer"] ? [] : ["hnswlib"])]) {
-      log(`--- ${side}`);
-      const before = cpuTimes();
-      const r = runChild({ ...base, child: side }) as SideReport;
-      const c = contention(before, cpuTimes(), r.cpu_s);
-      sides.push({ ...r, other_cpu_s: c.otherCpuS, steal_share: c.stealShare });
-    }
-  }
   let crossover: CrossPoint[] = [];
   let crossoverDisturbance = { otherCpuS: 0, stealShare: 0 };
+  if (!values["skip-main"]) {
+    const { data } = prepareInChild(rows, dim, nq, k, clusters, seed, [rows]);
+    const base = { ...common, rows, dim, db: data.db, queries: data.queries, truth: data.truth };
+    const annSides = ["usearch", ...(values["skip-peer"] ? [] : ["hnswlib"])];
+    const record = (r: SideReport, before: ReturnType<typeof cpuTimes>, ownCpuS: number) => {
+      const c = contention(before, cpuTimes(), ownCpuS);
+      sides.push({ ...r, other_cpu_s: c.otherCpuS, steal_share: c.stealShare });
+      save(); // a long run (1M rows: hours) keeps each finished side
+    };
+    log("--- exact");
+    let before = cpuTimes();
+    const exact = runChild({ ...base, child: "exact" }) as SideReport;
+    record(exact, before, exact.cpu_s);
+    if (!values["concurrent-builds"]) {
+      for (const side of annSides) {
+        log(`--- ${side}`);
+        before = cpuTimes();
+        const r = runChild({ ...base, child: side }) as SideReport;
+        record(r, before, r.cpu_s);
+      }
+    } else {
+      // The builds side by side (each with its own CPU seconds: their wall times share the
+      // cores), then each side's searches alone on a quiet machine.
+      log(`--- building ${annSides.join(" and ")} side by side`);
+      before = cpuTimes();
+      const built = (await Promise.all(
+        annSides.map((side) => runChildAsync({ ...base, child: side, phase: "build" })),
+      )) as SideReport[];
+      const buildCpuS = built.reduce((sum, b) => sum + b.cpu_s, 0);
+      const buildContention = contention(before, cpuTimes(), buildCpuS);
+      for (const [i, side] of annSides.entries()) {
+        log(`--- ${side} searches`);
+        before = cpuTimes();
+        const b = built[i]!;
+        const r = runChild({ ...base, child: side, phase: "search" }) as SideReport;
+        record(
+          {
+            ...r,
+            build_s: b.build_s,
+            build_rss_mib: b.build_rss_mib,
+            build_cpu_s: b.cpu_s,
+            build_other_cpu_s: buildContention.otherCpuS + buildCpuS - b.cpu_s,
+            peak_rss_mib: Math.max(r.peak_rss_mib, b.peak_rss_mib),
+            ...(b.file_mib === undefined ? {} : { file_mib: b.file_mib }),
+          },
+          before,
+          r.cpu_s,
+        );
+      }
+    }
+  }
   const sizes = v["crossover"] === "" ? [] : v["crossover"]!.split(",").map(Number);
   if (sizes.length > 0) {
     const cdim = Number(v["crossover-dim"]);
     const max = Math.max(...sizes);
-    const { data, truths } = prepare(max, cdim, nq, k, clusters, seed, sizes);
+    const { data, truths } = prepareInChild(max, cdim, nq, k, clusters, seed, sizes);
     log("--- crossover");
     const before = cpuTimes();
     const r = runChild({
@@ -443,19 +633,23 @@ export async function main(argv: string[]): Promise<void> {
     crossover = r.points;
     crossoverDisturbance = contention(before, cpuTimes(), r.cpu_s);
   }
-  const m = machine();
-  const record = {
-    bench: "ann",
-    machine: m,
-    options: { rows, dim, queries: nq, clusters, seed, ...common },
-    sides,
-    crossover: {
-      dim: Number(v["crossover-dim"]),
-      points: crossover,
-      disturbance: crossoverDisturbance,
-    },
-  };
-  saveResult(`ann-${rows}x${dim}-${m.date.slice(0, 10)}`, record, summary(record));
+  save();
+
+  function save(): void {
+    const m = machine();
+    const record = {
+      bench: "ann",
+      machine: m,
+      options: { rows, dim, queries: nq, clusters, seed, ...common },
+      sides,
+      crossover: {
+        dim: Number(v["crossover-dim"]),
+        points: crossover,
+        disturbance: crossoverDisturbance,
+      },
+    };
+    saveResult(`ann-${rows}x${dim}-${m.date.slice(0, 10)}`, record, summary(record));
+  }
 }
 
 function summary(r: {
@@ -511,6 +705,11 @@ function summary(r: {
     if (us?.build_s !== undefined && hn?.build_s !== undefined) {
       lines.push(
         `Build: usearch ${us.build_s.toFixed(0)} s, hnswlib-node ${hn.build_s.toFixed(0)} s (${(hn.build_s / us.build_s).toFixed(2)}×). usearch file ${us.file_mib?.toFixed(0)} MiB.`,
+      );
+    }
+    if (us?.build_cpu_s !== undefined && hn?.build_cpu_s !== undefined) {
+      lines.push(
+        `The two builds ran side by side (--concurrent-builds), so their wall times share the cores; the work each did: usearch ${us.build_cpu_s.toFixed(0)} CPU s, hnswlib-node ${hn.build_cpu_s.toFixed(0)} CPU s (${(hn.build_cpu_s / us.build_cpu_s).toFixed(2)}×). Other processes besides the two builds: ${Math.max(0, (us.build_other_cpu_s ?? 0) - hn.build_cpu_s).toFixed(0)} CPU s. Each side's searches ran alone afterwards.`,
       );
     }
   }
