@@ -1,10 +1,13 @@
 /**
  * `npm run bench -- extract [--images N] [--repeat R] [--checkpoint F] [--official DIR]
- *   [--sections exact,int8]`
+ *   [--sections exact,int8,throughput,batch]`
  * Extraction of real photos at 1024x768, 3 scales: ours per image and per stage, against the
  * official PyTorch model (CPU, 2 threads, same weights, same files) in the same run (`exact`);
  * then int8 against float32 for the checkpoint and the default model, and each speed preset's
- * images/s (`int8`, bench/extract-int8.ts; the checkpoint is calibrated on 8 other photos).
+ * images/s (`int8`, bench/extract-int8.ts; the checkpoint is calibrated on 8 other photos); then
+ * many images at once: `index --jobs 1` (one image on all cores) against `--jobs 2` (two images
+ * in flight), end to end, for both models (`throughput`, bench/index-throughput.ts); and two
+ * same-size images as one batch against one after the other (`batch`, bench/extract-batch.ts).
  * The official code's folder comes from --official or $SUPERGLOBAL_OFFICIAL_DIR.
  */
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
@@ -19,8 +22,18 @@ import { decodeImage } from "../src/image/decode.ts";
 import { toInputTensor } from "../src/image/normalize.ts";
 import { resizeBilinear, scaledSize } from "../src/image/resize.ts";
 import { readMatrixF32 } from "../src/io/npy.ts";
+import { batchLines, benchBatch } from "./extract-batch.ts";
 import { benchInt8, int8Lines } from "./extract-int8.ts";
-import { machine, median, python, saveResult } from "./machine.ts";
+import { main as indexThroughput } from "./index-throughput.ts";
+import {
+  contention,
+  cpuTimes,
+  machine,
+  median,
+  ownCpuSeconds,
+  python,
+  saveResult,
+} from "./machine.ts";
 
 const here = import.meta.dirname;
 const shared = process.env["SUPERGLOBAL_SHARED"] ?? resolve(here, "..", "..", "shared");
@@ -37,7 +50,7 @@ export async function main(argv: string[]): Promise<void> {
       },
       official: { type: "string", default: process.env["SUPERGLOBAL_OFFICIAL_DIR"] ?? "" },
       threads: { type: "string", default: "2" },
-      sections: { type: "string", default: "exact,int8" },
+      sections: { type: "string", default: "exact,int8,throughput,batch" },
     },
   });
   const sections = values.sections.split(",");
@@ -45,8 +58,36 @@ export async function main(argv: string[]): Promise<void> {
   const repeat = Number(values.repeat);
   const threads = Number(values.threads);
   const images = await prepareImages(count);
+  // The sections after `exact` each write their own result file.
+  const rest = async (): Promise<void> => {
+    if (sections.includes("int8")) {
+      await int8Section(images, await prepareImages(count + 8), values.checkpoint, threads, repeat);
+    }
+    if (sections.includes("throughput")) {
+      await indexThroughput(["--checkpoint", values.checkpoint]);
+    }
+    if (sections.includes("batch")) {
+      const before = { cpu: cpuTimes(), own: ownCpuSeconds() };
+      const points = await benchBatch(values.checkpoint, threads, Math.max(3, repeat));
+      const disturbance = contention(before.cpu, cpuTimes(), ownCpuSeconds() - before.own);
+      const lines = [
+        "# extract batching",
+        "",
+        `machine: ${JSON.stringify(machine())}`,
+        "",
+        ...batchLines(points, threads),
+        "",
+        `Other processes used ${disturbance.otherCpuS.toFixed(0)} CPU s meanwhile (steal ${(100 * disturbance.stealShare).toFixed(0)}%).`,
+      ];
+      saveResult(
+        `extract-batch-${new Date().toISOString().slice(0, 10)}`,
+        { machine: machine(), threads, points, disturbance },
+        lines.join("\n"),
+      );
+    }
+  };
   if (!sections.includes("exact")) {
-    await int8Section(images, await prepareImages(count + 8), values.checkpoint, threads, repeat);
+    await rest();
     return;
   }
   process.stdout.write(
@@ -187,9 +228,7 @@ export async function main(argv: string[]): Promise<void> {
     },
     lines.join("\n"),
   );
-  if (sections.includes("int8")) {
-    await int8Section(images, await prepareImages(count + 8), values.checkpoint, threads, repeat);
-  }
+  await rest();
 }
 
 /** int8 vs float32 and the presets, for the checkpoint and the default model (own result file). */
