@@ -146,25 +146,36 @@ test("the ANN follows adds and removals", skip, async () => {
   }
 });
 
-test("superglobal search --json says which method ran; --search forces it", skip, () => {
-  const cli = (...args: string[]) =>
-    runCli(["search", "--index", fx.indexDir, photo("box.jpg"), "--json", ...args], {
-      SUPERGLOBAL_CACHE: fx.cacheDir,
-    });
-  const auto = cli();
-  assert.equal(auto.status, 0, auto.stderr);
-  const a = JSON.parse(auto.stdout);
-  assert.equal(a.method, "exact"); // 8 images: far below the default threshold
-  assert.equal(a.results[0].path, photo("box.jpg"));
-  const forced = cli("--search", "ann");
-  assert.equal(forced.status, 0, forced.stderr);
-  const f = JSON.parse(forced.stdout);
-  assert.equal(f.method, "ann");
-  assert.deepEqual(
-    f.results.map((r: { path: string }) => r.path),
-    a.results.map((r: { path: string }) => r.path),
-  );
-  const bad = cli("--search", "fast");
-  assert.notEqual(bad.status, 0);
-  assert.match(bad.stderr, /--search/);
-});
+test(
+  "superglobal search --json says which method ran; --search forces it; --ann-expansion is checked",
+  skip,
+  () => {
+    const cli = (...args: string[]) =>
+      runCli(["search", "--index", fx.indexDir, photo("box.jpg"), "--json", ...args], {
+        SUPERGLOBAL_CACHE: fx.cacheDir,
+      });
+    const auto = cli();
+    assert.equal(auto.status, 0, auto.stderr);
+    const a = JSON.parse(auto.stdout);
+    assert.equal(a.method, "exact"); // 8 images: far below the default threshold
+    assert.equal(a.results[0].path, photo("box.jpg"));
+    const forced = cli("--search", "ann");
+    assert.equal(forced.status, 0, forced.stderr);
+    const f = JSON.parse(forced.stdout);
+    assert.equal(f.method, "ann");
+    assert.deepEqual(
+      f.results.map((r: { path: string }) => r.path),
+      a.results.map((r: { path: string }) => r.path),
+    );
+    // The search expansion is a reader's setting: any value searches the same saved graph.
+    const wide = cli("--search", "ann", "--ann-expansion", "512");
+    assert.equal(wide.status, 0, wide.stderr);
+    assert.deepEqual(JSON.parse(wide.stdout).results, f.results);
+    const bad = cli("--search", "fast");
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /--search/);
+    const zero = cli("--search", "ann", "--ann-expansion", "0");
+    assert.notEqual(zero.status, 0);
+    assert.match(zero.stderr, /--ann-expansion/);
+  },
+);

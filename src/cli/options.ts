@@ -147,6 +147,15 @@ export function addThreadsOption(command: Command, jobsFlag = "--jobs"): void {
   );
 }
 
+/** --ann-expansion: the ANN graph's search expansion (expansionSearch), for indexes past the ANN threshold. */
+export function addAnnExpansionOption(command: Command): void {
+  command.option(
+    "--ann-expansion <n>",
+    "with an ANN graph (indexes past 100,000 images): candidates a search keeps while walking it; more is better recall and slower (default 256; 512 for a million images or more, see the README)",
+    intOption("--ann-expansion", 1, 65536),
+  );
+}
+
 /** --jobs: images in flight at once, each in its own worker thread with its own model copy. */
 export function addJobsOption(command: Command): void {
   command.option(

@@ -16,6 +16,7 @@ export interface IndexSearchFlags extends IndexModelFlags {
   bbox?: Box;
   rerank: RerankMode;
   search?: SearchMethod;
+  annExpansion?: number;
   json: boolean;
   threads?: number;
 }
@@ -35,6 +36,9 @@ export async function runIndexSearch(queries: string[], flags: IndexSearchFlags)
     readOnly: true,
     ...(spec === undefined ? {} : { model: spec }),
     ...(flags.threads === undefined ? {} : { threads: flags.threads }),
+    ...(flags.annExpansion === undefined
+      ? {}
+      : { annParameters: { expansionSearch: flags.annExpansion } }),
   });
   let failed = 0;
   try {

@@ -11,7 +11,13 @@ import { readMatrixF32, writeNpy } from "../../io/npy.ts";
 import { assertWritable } from "../../io/writable.ts";
 import { ExactSearch } from "../../search/exact-search.ts";
 import { addIndexModelOptions } from "../index-options.ts";
-import { addThreadsOption, boxOption, choiceOption, intOption } from "../options.ts";
+import {
+  addAnnExpansionOption,
+  addThreadsOption,
+  boxOption,
+  choiceOption,
+  intOption,
+} from "../options.ts";
 import { type IndexSearchFlags, runIndexSearch } from "./search-index.ts";
 
 interface SearchFlags {
@@ -60,6 +66,7 @@ export function register(program: Command): void {
     .option("--out <file>", "output int32 .npy [nq, k] of database row ids")
     .option("--scores <file>", "also write the float32 scores [nq, k]");
   addIndexModelOptions(command);
+  addAnnExpansionOption(command);
   addThreadsOption(command);
   command
     .option(

@@ -6,7 +6,7 @@
 import type { Command } from "commander";
 import { Index } from "../../app/photo-index.ts";
 import { createServer, DEFAULTS } from "../../server/app.ts";
-import { floatOption, intOption } from "../options.ts";
+import { addAnnExpansionOption, floatOption, intOption } from "../options.ts";
 
 interface ServeFlags {
   index: string;
@@ -19,11 +19,12 @@ interface ServeFlags {
   uploadDir?: string;
   timeout: number;
   threads?: number;
+  annExpansion?: number;
   log: boolean;
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command("serve")
     .description("serve an index over HTTP: search API, thumbnails, metrics and a web page")
     .requiredOption("--index <dir>", "the index folder")
@@ -60,10 +61,11 @@ export function register(program: Command): void {
       "onnxruntime threads (default: all cores)",
       intOption("--threads", 1, 1024),
     )
-    .option("--log", "log each request on stderr (JSON lines)", false)
-    .action(async (flags: ServeFlags) => {
-      await runServe(flags);
-    });
+    .option("--log", "log each request on stderr (JSON lines)", false);
+  addAnnExpansionOption(command);
+  command.action(async (flags: ServeFlags) => {
+    await runServe(flags);
+  });
 }
 
 export async function runServe(flags: ServeFlags): Promise<void> {
@@ -74,6 +76,9 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     // Read-only unless it may grow: then another process may index the same folder meanwhile.
     readOnly: !flags.allowIndex,
     ...(flags.threads === undefined ? {} : { threads: flags.threads }),
+    ...(flags.annExpansion === undefined
+      ? {}
+      : { annParameters: { expansionSearch: flags.annExpansion } }),
   });
   let server: Awaited<ReturnType<typeof createServer>>;
   try {
