@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- ann [--rows 1000000] [--dim 2048] [--queries 100] [--k 100] [--clusters 1000]
  *   [--seed 1] [--threads 2] [--connectivity 16] [--expansion-add 128] [--ef 64,128,256,512]
- *   [--skip-peer] [--skip-main] [--crossover 3000,10000,30000,100000] [--crossover-dim 1792]`
+ *   [--skip-peer] [--skip-main] [--crossover 3000,10000,30000,100000] [--crossover-dim 1792]
+ *   [--concurrent-builds] [--builds-from RESULT.json]`
  * Approximate search: our AnnSearch (usearch) against hnswlib-node (the peer, same connectivity
  * and expansion; its build is single-threaded, a JS loop of addPoint) and exact search
  * (ExactSearch) in the same run: build time, memory, one-query latency and recall@k against the
@@ -12,7 +13,10 @@
  * nearly equidistant): `clusters` Gaussian centres, each row = its centre + unit Gaussian noise,
  * L2-normalised, so same-cluster cosine ≈ 0.5; queries are drawn the same way. Generated from a
  * seed, cached in bench/.work/ann/. Each side runs in its own process, one after the other, so its
- * peak RSS is its own.
+ * peak RSS is its own. At 1M × 2048 each build takes about an hour here: `--concurrent-builds`
+ * runs the two builds side by side (reporting each one's CPU seconds, since they share the cores)
+ * and saves the graphs, then times each side's searches alone; `--builds-from` a result file of
+ * such a run times the searches again on its saved graphs without rebuilding.
  */
 import { execFileSync, spawn } from "node:child_process";
 import {
@@ -20,6 +24,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readFileSync,
   readSync,
   renameSync,
   statSync,
@@ -57,8 +62,13 @@ interface Data {
 interface SearchPoint {
   ef: number;
   recall: number;
+  /** Recall of the first 10 results against the oracle's top 10 (what a user's first page shows). */
+  recall_at_10?: number;
   median_ms: number;
   p99_ms: number;
+  /** The first pass over the queries, before the graph's pages are in memory. */
+  cold_median_ms?: number;
+  cold_p99_ms?: number;
 }
 
 interface SideReport {
@@ -243,13 +253,14 @@ function prepareInChild(
   return { data: r.data, truths: new Map(r.truths) };
 }
 
-function recallOf(found: ArrayLike<number>[], truth: Int32Array, k: number): number {
+/** Recall of the first `at` results of each query against the oracle's first `at` (truth rows hold k, best first). */
+function recallOf(found: ArrayLike<number>[], truth: Int32Array, k: number, at = k): number {
   let hit = 0;
   found.forEach((ids, q) => {
-    const want = new Set(truth.subarray(q * k, (q + 1) * k));
-    for (let j = 0; j < Math.min(k, ids.length); j++) if (want.has(ids[j]!)) hit += 1;
+    const want = new Set(truth.subarray(q * k, q * k + at));
+    for (let j = 0; j < Math.min(at, ids.length); j++) if (want.has(ids[j]!)) hit += 1;
   });
-  return hit / (found.length * k);
+  return hit / (found.length * at);
 }
 
 function log(line: string): void {
@@ -363,17 +374,35 @@ async function childSide(side: string, a: Record<string, string>): Promise<SideR
   report.cpu_s = ownCpuSeconds();
   return report;
 
+  /**
+   * Two timed passes over the queries: the first (cold: a memory-mapped graph's pages are read in
+   * as the searches touch them) and the second (warm: the figures compared).
+   */
   function measure(ef: number, search: (i: number) => ArrayLike<number>): SearchPoint {
-    search(0); // warm-up
-    const found: ArrayLike<number>[] = [];
-    const ms: number[] = [];
-    for (let i = 0; i < nq; i++) {
-      const t0 = performance.now();
-      found.push(search(i));
-      ms.push(performance.now() - t0);
-    }
-    const p = { ef, recall: recallOf(found, truth, k), median_ms: median(ms), p99_ms: pct(ms, 99) };
-    log(`${side} ef ${ef}: recall@${k} ${p.recall.toFixed(4)}, ${p.median_ms.toFixed(2)} ms`);
+    const pass = () => {
+      const found: ArrayLike<number>[] = [];
+      const ms: number[] = [];
+      for (let i = 0; i < nq; i++) {
+        const t0 = performance.now();
+        found.push(search(i));
+        ms.push(performance.now() - t0);
+      }
+      return { found, ms };
+    };
+    const cold = pass();
+    const { found, ms } = pass();
+    const p = {
+      ef,
+      recall: recallOf(found, truth, k),
+      recall_at_10: recallOf(found, truth, k, Math.min(10, k)),
+      median_ms: median(ms),
+      p99_ms: pct(ms, 99),
+      cold_median_ms: median(cold.ms),
+      cold_p99_ms: pct(cold.ms, 99),
+    };
+    log(
+      `${side} ef ${ef}: recall@${k} ${p.recall.toFixed(4)}, ${p.median_ms.toFixed(2)} ms (cold ${p.cold_median_ms.toFixed(2)} ms)`,
+    );
     return p;
   }
 }
@@ -511,6 +540,7 @@ export async function main(argv: string[]): Promise<void> {
       ef: { type: "string", default: "64,128,256,512" },
       "skip-peer": { type: "boolean", default: false },
       "concurrent-builds": { type: "boolean", default: false },
+      "builds-from": { type: "string" },
       "skip-main": { type: "boolean", default: false },
       crossover: { type: "string", default: "3000,10000,30000,100000" },
       "crossover-dim": { type: "string", default: "1792" },
@@ -584,13 +614,30 @@ export async function main(argv: string[]): Promise<void> {
     } else {
       // The builds side by side (each with its own CPU seconds: their wall times share the
       // cores), then each side's searches alone on a quiet machine.
-      log(`--- building ${annSides.join(" and ")} side by side`);
-      before = cpuTimes();
-      const built = (await Promise.all(
-        annSides.map((side) => runChildAsync({ ...base, child: side, phase: "build" })),
-      )) as SideReport[];
+      let built: SideReport[];
+      let buildOtherCpuS: number;
+      const from = v["builds-from"];
+      if (from !== undefined) {
+        // The graphs a previous run built and saved (bench/.work/ann/), with that run's build figures.
+        const prior = JSON.parse(readFileSync(from, "utf8")) as { sides: typeof sides };
+        built = annSides.map((side) => {
+          const b = prior.sides.find((p) => p.side === side && p.build_cpu_s !== undefined);
+          if (b === undefined) throw new Error(`${from} has no side-by-side build of ${side}`);
+          return { ...b, cpu_s: b.build_cpu_s! };
+        });
+        buildOtherCpuS = prior.sides.find((p) => p.side === "usearch")!.build_other_cpu_s!;
+        buildOtherCpuS -= built[1]?.cpu_s ?? 0;
+        log(`--- builds from ${from}`);
+      } else {
+        log(`--- building ${annSides.join(" and ")} side by side`);
+        before = cpuTimes();
+        built = (await Promise.all(
+          annSides.map((side) => runChildAsync({ ...base, child: side, phase: "build" })),
+        )) as SideReport[];
+        const buildCpuS = built.reduce((sum, b) => sum + b.cpu_s, 0);
+        buildOtherCpuS = contention(before, cpuTimes(), buildCpuS).otherCpuS;
+      }
       const buildCpuS = built.reduce((sum, b) => sum + b.cpu_s, 0);
-      const buildContention = contention(before, cpuTimes(), buildCpuS);
       for (const [i, side] of annSides.entries()) {
         log(`--- ${side} searches`);
         before = cpuTimes();
@@ -602,7 +649,7 @@ export async function main(argv: string[]): Promise<void> {
             build_s: b.build_s,
             build_rss_mib: b.build_rss_mib,
             build_cpu_s: b.cpu_s,
-            build_other_cpu_s: buildContention.otherCpuS + buildCpuS - b.cpu_s,
+            build_other_cpu_s: buildOtherCpuS + buildCpuS - b.cpu_s,
             peak_rss_mib: Math.max(r.peak_rss_mib, b.peak_rss_mib),
             ...(b.file_mib === undefined ? {} : { file_mib: b.file_mib }),
           },
@@ -640,7 +687,15 @@ export async function main(argv: string[]): Promise<void> {
     const record = {
       bench: "ann",
       machine: m,
-      options: { rows, dim, queries: nq, clusters, seed, ...common },
+      options: {
+        rows,
+        dim,
+        queries: nq,
+        clusters,
+        seed,
+        ...common,
+        builds_from: v["builds-from"] ?? null,
+      },
       sides,
       crossover: {
         dim: Number(v["crossover-dim"]),
@@ -669,18 +724,18 @@ function summary(r: {
     "",
     `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}, ${m.date}.`,
     `connectivity ${o["connectivity"]}, expansionAdd ${o["expansion-add"] ?? o["expansionAdd"]}; build with ${o["threads"]} threads (hnswlib-node: 1, its addPoint is synchronous); searches one query at a time, single-threaded (exact: ${o["threads"]} threads).`,
-    "Recall is against the float64 brute-force oracle; latency is one query's wall time (median, p99). usearch's peak RSS also counts its memory-mapped views (one per ef, each mapping the whole file): compare RSS after build.",
+    "Recall is against the float64 brute-force oracle; latency is one query's wall time (median, p99) in a second pass over the queries, once the graph's pages are in memory (the first pass is the cold column: usearch reads a memory-mapped file, hnswlib-node a graph loaded whole). usearch's peak RSS also counts its memory-mapped views (one per ef, each mapping the whole file): compare RSS after build.",
     "",
   ];
   if (r.sides.length > 0) {
     lines.push(
-      "| side | ef | recall@k | median ms | p99 ms | build s | RSS after build MiB | peak RSS MiB (data alone) | other CPU s |",
-      "|---|---|---|---|---|---|---|---|---|",
+      "| side | ef | recall@k | recall@10 | median ms | p99 ms | cold median / p99 ms | build s | RSS after build MiB | peak RSS MiB (data alone) | other CPU s |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
     );
     for (const s of r.sides) {
       for (const p of s.points) {
         lines.push(
-          `| ${s.side} | ${s.side === "exact" ? "—" : p.ef} | ${p.recall.toFixed(4)} | ${p.median_ms.toFixed(2)} | ${p.p99_ms.toFixed(2)} | ${s.build_s?.toFixed(1) ?? "—"} | ${s.build_rss_mib?.toFixed(0) ?? "—"} | ${s.peak_rss_mib.toFixed(0)} (${s.data_rss_mib.toFixed(0)}) | ${s.other_cpu_s.toFixed(0)} |`,
+          `| ${s.side} | ${s.side === "exact" ? "—" : p.ef} | ${p.recall.toFixed(4)} | ${p.recall_at_10?.toFixed(4) ?? "—"} | ${p.median_ms.toFixed(2)} | ${p.p99_ms.toFixed(2)} | ${p.cold_median_ms === undefined ? "—" : `${p.cold_median_ms.toFixed(2)} / ${p.cold_p99_ms?.toFixed(1)}`} | ${s.build_s?.toFixed(1) ?? "—"} | ${s.build_rss_mib?.toFixed(0) ?? "—"} | ${s.peak_rss_mib.toFixed(0)} (${s.data_rss_mib.toFixed(0)}) | ${s.other_cpu_s.toFixed(0)} |`,
         );
       }
     }
@@ -702,9 +757,26 @@ function summary(r: {
             : `; exact ${ex.median_ms.toFixed(2)} ms, ${(ex.median_ms / u.median_ms).toFixed(1)}× usearch's.`),
       );
     }
+    const hBest = hn?.points.reduce((a, b) => (b.recall > a.recall ? b : a));
+    const uMatch = us?.points
+      .filter((p) => hBest !== undefined && p.recall >= hBest.recall)
+      .reduce<SearchPoint | undefined>(
+        (a, b) => (a === undefined || b.median_ms < a.median_ms ? b : a),
+        undefined,
+      );
+    if (hBest !== undefined && uMatch !== undefined) {
+      lines.push(
+        `At hnswlib-node's best measured recall (${hBest.recall.toFixed(4)}, ef ${hBest.ef}, ${hBest.median_ms.toFixed(2)} ms), usearch's fastest point with at least that recall: ef ${uMatch.ef} (${uMatch.recall.toFixed(4)}, ${uMatch.median_ms.toFixed(2)} ms), latency ${(uMatch.median_ms / hBest.median_ms).toFixed(2)}× hnswlib-node's.`,
+      );
+    }
     if (us?.build_s !== undefined && hn?.build_s !== undefined) {
       lines.push(
         `Build: usearch ${us.build_s.toFixed(0)} s, hnswlib-node ${hn.build_s.toFixed(0)} s (${(hn.build_s / us.build_s).toFixed(2)}×). usearch file ${us.file_mib?.toFixed(0)} MiB.`,
+      );
+    }
+    if (o["builds_from"] !== null && o["builds_from"] !== undefined) {
+      lines.push(
+        `The graphs (and the build figures) are those saved by the run recorded in ${String(o["builds_from"])}; this run measured the searches.`,
       );
     }
     if (us?.build_cpu_s !== undefined && hn?.build_cpu_s !== undefined) {
