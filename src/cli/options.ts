@@ -138,11 +138,13 @@ export function addSpeedOptions(command: Command): Command {
     );
 }
 
-/** Declares --threads (onnxruntime's intra-op threads); `jobsFlag` is the command's option for images in flight. */
-export function addThreadsOption(command: Command, jobsFlag = "--jobs"): void {
+/** Declares --threads (onnxruntime's intra-op threads); `jobsFlag`: the command's option for images in flight, if it has one. */
+export function addThreadsOption(command: Command, jobsFlag?: string): void {
   command.option(
     "--threads <n>",
-    `onnxruntime threads (per job with ${jobsFlag}; default: all cores, shared out among the jobs)`,
+    jobsFlag === undefined
+      ? "onnxruntime threads (default: all cores)"
+      : `onnxruntime threads (per job with ${jobsFlag}; default: all cores, shared out among the jobs)`,
     intOption("--threads", 1, 1024),
   );
 }

@@ -66,7 +66,7 @@ export function register(program: Command): void {
     `crop every image to this box first (query images): ${BOX_RULE}`,
     boxOption,
   );
-  addThreadsOption(command);
+  addThreadsOption(command, "--jobs");
   addJobsOption(command);
   command
     .option(

@@ -52,7 +52,7 @@ export function register(program: Command): void {
       intOption("--backoff-ms", 0, 3_600_000),
       1000,
     );
-  addThreadsOption(command);
+  addThreadsOption(command, "--jobs");
   addJobsOption(command);
   addIndexModelOptions(command);
   command.action(async (paths: string[], flags: IndexFlags) => {
