@@ -181,16 +181,20 @@ function forEachBlock(
   }
 }
 
-/** Generates (or reuses) the database, queries and the oracle's top-k for the first `truthRows` prefixes. */
-function prepare(
-  rows: number,
-  dim: number,
-  nq: number,
-  k: number,
-  clusters: number,
-  seed: number,
-  prefixes: number[],
-): { data: Data; truths: Map<number, string> } {
+/** What to generate: `rows` database rows and `nq` queries, with the oracle's top `k` for each of the `prefixes` (row counts). */
+interface DataSpec {
+  rows: number;
+  dim: number;
+  nq: number;
+  k: number;
+  clusters: number;
+  seed: number;
+  prefixes: number[];
+}
+
+/** Generates (or reuses) the database, queries and the oracle's top-k for each prefix. */
+function prepare(spec: DataSpec): { data: Data; truths: Map<number, string> } {
+  const { rows, dim, nq, k, clusters, seed, prefixes } = spec;
   mkdirSync(work, { recursive: true });
   const tag = `${rows}x${dim}-c${clusters}-s${seed}`;
   const db = join(work, `${tag}.db.f32`);
@@ -231,25 +235,12 @@ function prepare(
 }
 
 /** prepare() in a child process, so the parent never holds the database (8 GiB at 1M × 2048). */
-function prepareInChild(
-  rows: number,
-  dim: number,
-  nq: number,
-  k: number,
-  clusters: number,
-  seed: number,
-  prefixes: number[],
-): { data: Data; truths: Map<number, string> } {
-  const r = runChild({
-    child: "prepare",
-    rows,
-    dim,
-    nq,
-    k,
-    clusters,
-    seed,
-    sizes: prefixes.join(","),
-  }) as { data: Data; truths: Array<[number, string]> };
+function prepareInChild(spec: DataSpec): { data: Data; truths: Map<number, string> } {
+  const { prefixes, ...rest } = spec;
+  const r = runChild({ child: "prepare", ...rest, sizes: prefixes.join(",") }) as {
+    data: Data;
+    truths: Array<[number, string]>;
+  };
   return { data: r.data, truths: new Map(r.truths) };
 }
 
@@ -557,15 +548,15 @@ export async function main(argv: string[]): Promise<void> {
   const v = values as unknown as Record<string, string>;
   if (values.child !== undefined) {
     if (values.child === "prepare") {
-      const p = prepare(
-        Number(v["rows"]),
-        Number(v["dim"]),
-        Number(v["nq"]),
-        Number(v["k"]),
-        Number(v["clusters"]),
-        Number(v["seed"]),
-        v["sizes"]!.split(",").map(Number),
-      );
+      const p = prepare({
+        rows: Number(v["rows"]),
+        dim: Number(v["dim"]),
+        nq: Number(v["nq"]),
+        k: Number(v["k"]),
+        clusters: Number(v["clusters"]),
+        seed: Number(v["seed"]),
+        prefixes: v["sizes"]!.split(",").map(Number),
+      });
       process.stdout.write(`${JSON.stringify({ data: p.data, truths: [...p.truths] })}\n`);
       return;
     }
@@ -592,7 +583,15 @@ export async function main(argv: string[]): Promise<void> {
   let crossover: CrossPoint[] = [];
   let crossoverDisturbance = { otherCpuS: 0, stealShare: 0 };
   if (!values["skip-main"]) {
-    const { data } = prepareInChild(rows, dim, nq, k, clusters, seed, [rows]);
+    const { data } = prepareInChild({
+      rows,
+      dim,
+      nq,
+      k,
+      clusters,
+      seed,
+      prefixes: [rows],
+    });
     const base = { ...common, rows, dim, db: data.db, queries: data.queries, truth: data.truth };
     const annSides = ["usearch", ...(values["skip-peer"] ? [] : ["hnswlib"])];
     const record = (r: SideReport, before: ReturnType<typeof cpuTimes>, ownCpuS: number) => {
@@ -663,7 +662,15 @@ export async function main(argv: string[]): Promise<void> {
   if (sizes.length > 0) {
     const cdim = Number(v["crossover-dim"]);
     const max = Math.max(...sizes);
-    const { data, truths } = prepareInChild(max, cdim, nq, k, clusters, seed, sizes);
+    const { data, truths } = prepareInChild({
+      rows: max,
+      dim: cdim,
+      nq,
+      k,
+      clusters,
+      seed,
+      prefixes: sizes,
+    });
     log("--- crossover");
     const before = cpuTimes();
     const r = runChild({
