@@ -141,21 +141,20 @@ function readInto(fd: number, out: Float32Array | Int32Array, from: number): voi
   }
 }
 
-function readF32(path: string): Float32Array {
-  const out = new Float32Array(statSync(path).size / 4);
+/** A whole file of 4-byte values, as `Type` (Float32Array or Int32Array). */
+function readAll<T extends Float32Array | Int32Array>(path: string, Type: new (n: number) => T): T {
+  const out = new Type(statSync(path).size / 4);
   const fd = openSync(path, "r");
-  readInto(fd, out, 0);
-  closeSync(fd);
+  try {
+    readInto(fd, out, 0);
+  } finally {
+    closeSync(fd);
+  }
   return out;
 }
 
-function readI32(path: string): Int32Array {
-  const out = new Int32Array(statSync(path).size / 4);
-  const fd = openSync(path, "r");
-  readInto(fd, out, 0);
-  closeSync(fd);
-  return out;
-}
+const readF32 = (path: string): Float32Array => readAll(path, Float32Array);
+const readI32 = (path: string): Int32Array => readAll(path, Int32Array);
 
 /**
  * Calls `fn(r0, rows)` for consecutive blocks of `step` rows of a float32 file, reusing one
