@@ -3,9 +3,9 @@
  * onnxruntime session) built from the same options. onnxruntime-node runs a model synchronously
  * on the calling thread, so within one thread images go one after another however many are
  * awaited; only separate threads (or processes) put two images on two cores. What `jobs` buys
- * over one extractor using all cores is measured in `npm run bench -- index` (on 2 cores one
- * image at a time with 2 threads was as fast or faster; see the README); what it costs is one
- * model in memory per job.
+ * over one extractor using all cores is measured in `npm run bench -- index throughput` (on 2
+ * cores, within the VM's noise: +5% to +19% in two runs, -20% in an earlier one; see the
+ * README); what it costs is one model in memory per job.
  *
  * The pool is a BatchExtractor: hand it to `extractMany` with `concurrency: 2 * jobs`, so each
  * worker has its next image waiting (its decode then overlaps the current inference).
